@@ -1,0 +1,226 @@
+"""One typed configuration for the whole project, with named profiles.
+
+Profiles differ only in numbers (data slice, widths, steps, sample counts, thresholds), never in
+code paths. Every component receives the part it needs as JSON (`to_json` / `from_json`), so the
+same dataclasses describe the pipeline, the Trainer's `run_fn`, the Evaluator and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+
+T = TypeVar("T")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The project carries its own copy of MNIST so a fresh clone runs with nothing beside it.
+EMBEDDED_MNIST_DIR = os.path.join(REPO_ROOT, "data", "mnist")
+
+NUM_CLASSES = 10
+IMAGE_SIZE = 28
+# Feature names shared by ExampleGen, Transform, the trainers and the evaluator.
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+
+
+def _from_dict(cls: Type[T], data: Dict[str, Any]) -> T:
+  """Builds a (nested) dataclass from a dict, rejecting unknown keys."""
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = set(data) - set(fields)
+  if unknown:
+    raise ValueError(f"Unknown {cls.__name__} keys: {sorted(unknown)}")
+  kwargs = {}
+  for name, value in data.items():
+    field_type = fields[name].type
+    nested = _NESTED.get(field_type)
+    if nested is not None and isinstance(value, dict):
+      value = _from_dict(nested, value)
+    elif isinstance(value, list):
+      value = tuple(value)
+    kwargs[name] = value
+  return cls(**kwargs)
+
+
+class _JsonMixin:
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, data: Dict[str, Any]):
+    return _from_dict(cls, data)
+
+  @classmethod
+  def from_json(cls, text: str):
+    return cls.from_dict(json.loads(text))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(_JsonMixin):
+  """Where the examples come from and how much of them the pipeline reads."""
+  source: str = "idx"  # "idx": MNIST idx(.gz) files in data_dir; "tfds": tensorflow_datasets mnist.
+  data_dir: str = EMBEDDED_MNIST_DIR
+  # Keep only the first N examples of each split (None = all). The smoke profile reads a slice.
+  max_train_examples: Optional[int] = None
+  max_eval_examples: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig(_JsonMixin):
+  """The denoising network (trainer_module/unet.py)."""
+  channels: Tuple[int, ...] = (32, 64, 64)  # per resolution: 28, 14, 7
+  res_blocks_per_level: int = 1
+  attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
+  embedding_dim: int = 128  # time + class embedding width
+  groups: int = 8  # GroupNorm groups
+  dropout: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig(_JsonMixin):
+  """Noise schedule and objective (trainer_module/schedule.py)."""
+  prediction: str = "v"  # "v" or "eps"
+  # Cosine schedule over continuous diffusion time t in [0, 1], clamped so rates stay finite.
+  min_signal_rate: float = 0.02
+  max_signal_rate: float = 0.9995
+  min_snr_gamma: float = 5.0  # min-SNR loss weighting; 0 disables it
+  label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_JsonMixin):
+  """The diffusion training loop (trainer_module/train.py)."""
+  batch_size: int = 64
+  train_steps: int = 2000
+  learning_rate: float = 2e-3
+  warmup_steps: int = 100
+  ema_decay: float = 0.995
+  log_every_steps: int = 50
+  checkpoint_every_steps: int = 200
+  seed: int = 0
+  shuffle_buffer: int = 10000
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig(_JsonMixin):
+  """The judge classifier (trainer_module/classifier.py)."""
+  filters: Tuple[int, ...] = (32, 64)
+  feature_dim: int = 128  # penultimate layer: the features Frechet distance is computed on
+  batch_size: int = 128
+  train_steps: int = 900
+  learning_rate: float = 2e-3
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig(_JsonMixin):
+  """Defaults and limits of the exported guided sampler (trainer_module/samplers.py, export.py)."""
+  sampler: str = "ddim"  # "ddim" (deterministic) or "ancestral" (DDPM)
+  num_steps: int = 20
+  guidance_scale: float = 1.5  # diffusers convention: 0 unconditional, 1 conditional, >1 guided
+  max_steps: int = 1000
+  max_batch: int = 256
+  null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(_JsonMixin):
+  """The custom Evaluator (components/diffusion_evaluator)."""
+  # Reference protocol: images in [0, 1], Gaussian noise of this std, clipped, one-step x0 prediction.
+  denoise_sigma: float = 0.4
+  denoise_num_images: Optional[int] = None  # None = the whole eval split (10,000 on MNIST)
+  denoise_curve_sigmas: Tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8)
+  denoise_curve_num_images: int = 2000
+  samples_per_class: int = 100
+  sample_steps: int = 20
+  guidance_scale: float = 1.5
+  grid_seeds: int = 8  # columns of the sample grid (one row per digit)
+  batch_size: int = 250
+  seed: int = 0
+  # Blessing: absolute thresholds, then "not worse than the baseline" within these tolerances.
+  min_psnr: float = 20.0
+  min_class_agreement: float = 0.9
+  max_frechet_ratio: Optional[float] = None  # Frechet distance / real-vs-real floor
+  psnr_tolerance_db: float = 0.1
+  agreement_tolerance: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig(_JsonMixin):
+  """Everything a pipeline run needs. Build one with `profile(name, **overrides)`."""
+  profile: str = "cpu"
+  pipeline_name: str = "mnist-diffusion"
+  pipeline_root: str = os.path.join("runs", "pipeline_root")
+  metadata_path: Optional[str] = None  # None = <pipeline_root>/metadata.sqlite
+  serving_dir: str = os.path.join("runs", "serving_model")
+  enable_cache: bool = True
+  beam_pipeline_args: Tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+  data: DataConfig = DataConfig()
+  unet: UNetConfig = UNetConfig()
+  diffusion: DiffusionConfig = DiffusionConfig()
+  train: TrainConfig = TrainConfig()
+  classifier: ClassifierConfig = ClassifierConfig()
+  sampler: SamplerConfig = SamplerConfig()
+  eval: EvalConfig = EvalConfig()
+
+  @property
+  def metadata_sqlite(self) -> str:
+    return self.metadata_path or os.path.join(self.pipeline_root, "metadata.sqlite")
+
+
+_NESTED = {
+    "DataConfig": DataConfig, "UNetConfig": UNetConfig, "DiffusionConfig": DiffusionConfig,
+    "TrainConfig": TrainConfig, "ClassifierConfig": ClassifierConfig,
+    "SamplerConfig": SamplerConfig, "EvalConfig": EvalConfig,
+}
+_NESTED.update({cls: cls for cls in list(_NESTED.values())})
+
+
+def _smoke() -> PipelineConfig:
+  """The whole pipeline in a few minutes on a slice of MNIST: for tests, not for quality."""
+  return PipelineConfig(
+      profile="smoke",
+      data=DataConfig(max_train_examples=512, max_eval_examples=200),
+      unet=UNetConfig(channels=(8, 16, 16), embedding_dim=32, groups=4),
+      train=TrainConfig(batch_size=32, train_steps=30, warmup_steps=5, log_every_steps=10,
+                        checkpoint_every_steps=10, shuffle_buffer=512),
+      classifier=ClassifierConfig(filters=(8, 16), feature_dim=32, batch_size=64, train_steps=30),
+      sampler=SamplerConfig(num_steps=4, max_batch=64),
+      eval=EvalConfig(denoise_curve_sigmas=(0.2, 0.4), denoise_curve_num_images=100,
+                      samples_per_class=2, sample_steps=4, grid_seeds=2, batch_size=100,
+                      min_psnr=0.0, min_class_agreement=0.0),
+  )
+
+
+def _cpu() -> PipelineConfig:
+  """The default: recognisable, correctly conditioned digits in well under 45 minutes on 2 cores."""
+  return PipelineConfig(profile="cpu")
+
+
+def _full() -> PipelineConfig:
+  """Best quality the model reaches: for a GPU or a long CPU run."""
+  return PipelineConfig(
+      profile="full",
+      unet=UNetConfig(channels=(64, 128, 128), res_blocks_per_level=2, embedding_dim=256),
+      train=TrainConfig(batch_size=128, train_steps=30000, learning_rate=1e-3, warmup_steps=500,
+                        ema_decay=0.9995, checkpoint_every_steps=1000, log_every_steps=200),
+      classifier=ClassifierConfig(train_steps=3000),
+      eval=EvalConfig(samples_per_class=1000, min_psnr=24.0, min_class_agreement=0.99),
+  )
+
+
+PROFILES = {"smoke": _smoke, "cpu": _cpu, "full": _full}
+DEFAULT_PROFILE = "cpu"
+
+
+def profile(name: str = DEFAULT_PROFILE, **overrides: Any) -> PipelineConfig:
+  """Returns the named profile, with top-level fields replaced by `overrides`."""
+  if name not in PROFILES:
+    raise ValueError(f"Unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+  config = PROFILES[name]()
+  return dataclasses.replace(config, **overrides) if overrides else config

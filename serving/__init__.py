@@ -1,0 +1,3 @@
+"""serving package."""
+
+from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
