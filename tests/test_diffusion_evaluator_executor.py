@@ -1,0 +1,156 @@
+"""Runs the DiffusionEvaluator's executor on fake models and a tiny Examples artifact."""
+
+import json
+import os
+
+import pytest
+from tfx.components.evaluator import constants
+from tfx.types import standard_artifacts
+
+from components.diffusion_evaluator import DiffusionEvaluator
+from components.diffusion_evaluator import executor
+import fake_models  # tests/ is on sys.path: pytest's rootdir-relative import of test modules
+from pipeline.config import EvalConfig
+
+# Few images, few samples: the fakes agree with each other, so thresholds decide the outcome.
+_CONFIG = EvalConfig(denoise_curve_sigmas=(0.2, 0.4), denoise_curve_num_images=10,
+                     samples_per_class=3, sample_steps=2, grid_seeds=2, batch_size=8,
+                     min_psnr=0.0, min_class_agreement=0.9)
+
+
+@pytest.fixture(scope="module")
+def fakes(tmp_path_factory):
+  root = tmp_path_factory.mktemp("fakes")
+  return {
+      "examples": fake_models.write_fake_examples(str(root / "examples"), num_train=40,
+                                                  num_eval=20),
+      "classifier": fake_models.model_artifact(
+          fake_models.save_fake_classifier(str(root / "classifier")), 1),
+      # "blur" scores a higher PSNR than "identity" on the fake data.
+      "good": fake_models.model_artifact(
+          fake_models.save_fake_diffusion_model(str(root / "good"), denoiser="blur"), 2),
+      "bad": fake_models.model_artifact(
+          fake_models.save_fake_diffusion_model(str(root / "bad"), denoiser="identity"), 3),
+  }
+
+
+def _run(tmp_path, fakes, candidate, config=_CONFIG, baseline=None):
+  evaluation = standard_artifacts.ModelEvaluation()
+  evaluation.uri = str(tmp_path / "evaluation")
+  blessing = standard_artifacts.ModelBlessing()
+  blessing.uri = str(tmp_path / "blessing")
+  input_dict = {
+      executor.EXAMPLES_KEY: [fakes["examples"]],
+      executor.MODEL_KEY: [candidate],
+      executor.CLASSIFIER_MODEL_KEY: [fakes["classifier"]],
+  }
+  if baseline is not None:
+    input_dict[executor.BASELINE_MODEL_KEY] = [baseline]
+  output_dict = {executor.EVALUATION_KEY: [evaluation], executor.BLESSING_KEY: [blessing]}
+  executor.Executor().Do(input_dict, output_dict, {executor.EVAL_CONFIG_KEY: config.to_json()})
+  with open(os.path.join(evaluation.uri, executor.METRICS_FILE_NAME)) as f:
+    results = json.load(f)
+  return results, evaluation, blessing
+
+
+def _blessed(blessing):
+  value = blessing.get_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY)
+  has_file = os.path.exists(os.path.join(blessing.uri, constants.BLESSED_FILE_NAME))
+  has_not_file = os.path.exists(os.path.join(blessing.uri, constants.NOT_BLESSED_FILE_NAME))
+  assert has_file != has_not_file and has_file == (value == constants.BLESSED_VALUE)
+  return value == constants.BLESSED_VALUE
+
+
+def test_blessed_run_writes_all_outputs(tmp_path, fakes):
+  results, evaluation, blessing = _run(tmp_path, fakes, fakes["good"])
+
+  for name in (executor.METRICS_FILE_NAME, executor.SAMPLE_GRID_FILE_NAME,
+               executor.REPORT_FILE_NAME):
+    assert os.path.getsize(os.path.join(evaluation.uri, name)) > 0
+  assert set(results) == {"candidate", "baseline", "reference", "blessing", "eval_config",
+                          "models", "data"}
+  candidate = results["candidate"]
+  assert set(candidate) == {"denoising", "denoising_curve", "sampling", "class_agreement",
+                            "frechet", "timings_s"}
+  denoising = candidate["denoising"]
+  assert denoising["num_images"] == 20 and denoising["sigma"] == 0.4
+  assert 0.0 < denoising["mse"] < 0.2
+  assert denoising["rmse"] == pytest.approx(denoising["mse"] ** 0.5)
+  assert 5.0 < denoising["psnr"] < 40.0
+  curve = candidate["denoising_curve"]
+  assert [point["sigma"] for point in curve] == [0.2, 0.4]
+  assert all(point["num_images"] == 10 for point in curve)
+  assert curve[0]["psnr"] > curve[1]["psnr"]  # more noise, worse reconstruction
+  agreement = candidate["class_agreement"]
+  assert agreement["overall"] == 1.0 and agreement["num_samples"] == 30
+  assert agreement["per_class"] == [1.0] * 10
+  frechet = candidate["frechet"]
+  assert frechet["num_images"] == 20  # capped by the 20 eval images
+  assert frechet["distance"] >= 0.0 and frechet["real_floor"] > 0.0
+  assert frechet["ratio"] == pytest.approx(frechet["distance"] / frechet["real_floor"])
+  assert results["baseline"] is None and results["models"]["baseline"] is None
+  assert results["reference"]["psnr"] == 21.92
+  assert EvalConfig.from_dict(results["eval_config"]) == _CONFIG
+  assert results["models"]["candidate"] == {"uri": fakes["good"].uri, "id": 2}
+
+  assert results["blessing"]["blessed"] and _blessed(blessing)
+  assert blessing.get_string_custom_property(
+      constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY) == fakes["good"].uri
+  assert blessing.get_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY) == 2
+  assert not blessing.has_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY)
+  assert evaluation.get_float_custom_property("psnr") == pytest.approx(denoising["psnr"])
+  assert evaluation.get_float_custom_property("class_agreement") == 1.0
+
+  with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
+    markdown = f.read()
+  assert "**BLESSED**" in markdown and "21.92" in markdown and "sample_grid.png" in markdown
+
+
+def test_high_min_psnr_is_not_blessed(tmp_path, fakes):
+  config = EvalConfig.from_dict({**_CONFIG.to_dict(), "min_psnr": 99.0})
+  results, _, blessing = _run(tmp_path, fakes, fakes["good"], config=config)
+  assert not results["blessing"]["blessed"] and not _blessed(blessing)
+  assert any(reason.startswith("FAIL: psnr") for reason in results["blessing"]["reasons"])
+
+
+def test_worse_candidate_than_baseline_is_not_blessed(tmp_path, fakes):
+  results, _, blessing = _run(tmp_path, fakes, fakes["bad"], baseline=fakes["good"])
+  assert results["candidate"]["denoising"]["psnr"] < results["baseline"]["denoising"]["psnr"]
+  assert not _blessed(blessing)
+  assert any("FAIL" in reason and "baseline" in reason
+             for reason in results["blessing"]["reasons"])
+  assert blessing.get_string_custom_property(
+      constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY) == fakes["good"].uri
+  assert blessing.get_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY) == 2
+  assert results["models"]["baseline"]["same_as_candidate"] is False
+
+
+def test_baseline_same_as_candidate_reuses_metrics_and_blesses(tmp_path, fakes):
+  results, _, blessing = _run(tmp_path, fakes, fakes["good"], baseline=fakes["good"])
+  assert results["models"]["baseline"]["same_as_candidate"] is True
+  assert results["baseline"] == results["candidate"]
+  assert _blessed(blessing)
+  assert blessing.get_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY) == 2
+
+
+def test_component_wires_channels_and_config(fakes):
+  from tfx import types  # pylint: disable=g-import-not-at-top
+  from tfx.types import channel_utils  # pylint: disable=g-import-not-at-top
+
+  def channel(artifact_type):
+    return channel_utils.as_channel([artifact_type()])
+
+  component = DiffusionEvaluator(
+      examples=channel(standard_artifacts.Examples),
+      model=channel(standard_artifacts.Model),
+      classifier_model=channel(standard_artifacts.Model),
+      eval_config=_CONFIG,
+      baseline_model=channel(standard_artifacts.Model))
+  assert EvalConfig.from_json(component.exec_properties["eval_config"]) == _CONFIG
+  assert set(component.outputs) == {"evaluation", "blessing"}
+  assert component.outputs["blessing"].type == standard_artifacts.ModelBlessing
+  assert isinstance(component.outputs["evaluation"], types.BaseChannel)
+  # The baseline is optional.
+  DiffusionEvaluator(examples=channel(standard_artifacts.Examples),
+                     model=channel(standard_artifacts.Model),
+                     classifier_model=channel(standard_artifacts.Model), eval_config=_CONFIG)
