@@ -1,0 +1,117 @@
+"""The SavedModel that Pusher pushes and TF Serving serves: the whole guided sampler in one graph.
+
+Signatures:
+  serving_default(labels int32 [N], guidance_scale float32 [], num_steps int32 [], seed int32 [])
+      -> images uint8 [N, 28, 28, 1] (pixel space, the Transform's scaling inverted),
+         images_float float32 [N, 28, 28, 1] in [0, 1]
+  denoise(noisy_images float32 [N, 28, 28, 1] in [0, 1], noise_sigma float32 [])
+      -> denoised_images float32 [N, 28, 28, 1] in [0, 1]: one-step x0 estimate, unconditional.
+Labels are 0..9, or NULL_LABEL (10) for an unconditional sample. Bad requests fail inside the
+graph with InvalidArgument. Only TensorFlow ops: the model loads where this project is not installed.
+"""
+
+import tensorflow as tf
+
+from pipeline.config import (IMAGE_SIZE, NUM_CLASSES, DiffusionConfig, SamplerConfig)
+from trainer_module import samplers
+from trainer_module import schedule as schedule_lib
+from trainer_module import transform
+
+SERVING_SIGNATURE = "serving_default"
+DENOISE_SIGNATURE = "denoise"
+IMAGE_SPEC = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32)
+
+
+def schedule_from_config(config: DiffusionConfig) -> schedule_lib.CosineSchedule:
+  return schedule_lib.CosineSchedule(config.min_signal_rate, config.max_signal_rate)
+
+
+# autograph=False throughout: the sampler uses explicit tf.while_loop, and converting every Keras
+# layer call with autograph made tracing (and so export) take about a minute.
+class GuidedSamplerModule(tf.Module):
+  """Wraps the (EMA) denoising network with the sampler and the pixel-space conversions."""
+
+  def __init__(self, model, diffusion: DiffusionConfig, sampler: SamplerConfig):
+    super().__init__(name="guided_sampler")
+    # Track the weights, not the Keras object: saving a Keras model traces every layer's call for
+    # Keras metadata, which the served graph does not need and which makes export minutes slower.
+    self.model_variables = list(model.variables)
+    self._model = lambda inputs, training=False: model(inputs, training=training)
+    self._schedule = schedule_from_config(diffusion)
+    self._prediction = diffusion.prediction
+    self._sampler = sampler
+    # Saved as variables so a client can read the defaults and limits from the SavedModel.
+    self.default_num_steps = tf.Variable(sampler.num_steps, trainable=False, dtype=tf.int32)
+    self.default_guidance_scale = tf.Variable(sampler.guidance_scale, trainable=False)
+    self.max_steps = tf.Variable(sampler.max_steps, trainable=False, dtype=tf.int32)
+    self.max_batch = tf.Variable(sampler.max_batch, trainable=False, dtype=tf.int32)
+
+  def _validate_request(self, labels, guidance_scale, num_steps):
+    batch_size = tf.size(labels)
+    return [
+        tf.debugging.assert_positive(batch_size, message="labels must not be empty"),
+        tf.debugging.assert_less_equal(
+            batch_size, self.max_batch, message=f"at most {self._sampler.max_batch} labels per request"),
+        tf.debugging.assert_greater_equal(labels, 0, message="labels must be in 0..10"),
+        tf.debugging.assert_less_equal(
+            labels, self._sampler.null_label,
+            message=f"labels must be 0..{NUM_CLASSES - 1}, or {self._sampler.null_label} for unconditional"),
+        tf.debugging.assert_greater_equal(num_steps, 1, message="num_steps must be >= 1"),
+        tf.debugging.assert_less_equal(
+            num_steps, self.max_steps, message=f"num_steps must be <= {self._sampler.max_steps}"),
+        tf.debugging.assert_all_finite(guidance_scale, message="guidance_scale must be finite"),
+        tf.debugging.assert_non_negative(guidance_scale, message="guidance_scale must be >= 0"),
+    ]
+
+  def generate(self, labels, guidance_scale, num_steps, seed):
+    """Samples images for `labels`; the Python-callable form of `serving_default`."""
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    with tf.control_dependencies(self._validate_request(labels, guidance_scale, num_steps)):
+      noise = samplers.initial_noise(seed, tf.size(labels))
+    pred_images = samplers.sample(
+        self._model, noise, labels, num_steps, guidance_scale, self._schedule, self._prediction,
+        self._sampler.null_label, sampler=self._sampler.sampler, seed=seed)
+    return {"images": transform.to_pixels(pred_images),
+            "images_float": transform.to_unit_range(pred_images)}
+
+  def denoise_unit_range(self, noisy_images, noise_sigma):
+    """One-step denoising of images in [0, 1] carrying Gaussian noise of std `noise_sigma`."""
+    with tf.control_dependencies([
+        tf.debugging.assert_non_negative(noise_sigma, message="noise_sigma must be >= 0"),
+        tf.debugging.assert_all_finite(noisy_images, message="noisy_images must be finite")]):
+      noisy = transform.from_unit_range(noisy_images)
+    # In model space the noise std doubles; the matching time has noise_rate / signal_rate = 2 sigma,
+    # and scaling by signal_rate turns (x0 + 2 sigma n) into signal * x0 + noise * n.
+    times = self._schedule.time_at_noise_ratio(2.0 * noise_sigma)
+    signal_rate, _ = self._schedule.rates(times)
+    batch_size = tf.shape(noisy)[0]
+    pred_images = samplers.denoise_once(
+        self._model, signal_rate * noisy, tf.fill([batch_size], times),
+        tf.fill([batch_size], self._sampler.null_label), self._schedule, self._prediction)
+    return {"denoised_images": transform.to_unit_range(pred_images)}
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec([None], tf.int32, name="labels"),
+      tf.TensorSpec([], tf.float32, name="guidance_scale"),
+      tf.TensorSpec([], tf.int32, name="num_steps"),
+      tf.TensorSpec([], tf.int32, name="seed"),
+  ])
+  def serving_default(self, labels, guidance_scale, num_steps, seed):
+    return self.generate(labels, guidance_scale, num_steps, seed)
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32, name="noisy_images"),
+      tf.TensorSpec([], tf.float32, name="noise_sigma"),
+  ])
+  def denoise(self, noisy_images, noise_sigma):
+    return self.denoise_unit_range(noisy_images, noise_sigma)
+
+
+def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, export_dir: str):
+  """Writes the serving SavedModel to `export_dir` and returns the module."""
+  module = GuidedSamplerModule(model, diffusion, sampler)
+  tf.saved_model.save(module, export_dir, signatures={
+      SERVING_SIGNATURE: module.serving_default.get_concrete_function(),
+      DENOISE_SIGNATURE: module.denoise.get_concrete_function(),
+  })
+  return module

@@ -1,0 +1,111 @@
+"""Guided samplers: plain graph-friendly functions of (model, noise, labels, steps, guidance).
+
+Classifier-free guidance uses the diffusers convention: `guidance_scale` 0 = the unconditional
+model, 1 = the conditional model alone, > 1 = guided. Conditional and unconditional predictions are
+computed on one doubled batch. The step count is a tensor (`tf.while_loop`), so one traced graph
+serves every `num_steps`; all randomness is stateless and keyed by (seed, sample index, step), so
+a request gives the same images whatever else is in its batch.
+"""
+
+from typing import Callable
+
+import tensorflow as tf
+
+from pipeline.config import IMAGE_SIZE
+from trainer_module import schedule as schedule_lib
+
+SAMPLERS = ("ddim", "ancestral")
+# Stream ids: 0 for the initial noise, 1 + step for the per-step noise of ancestral sampling.
+_INITIAL_NOISE_STREAM = 0
+_STEP_NOISE_STREAM = 1
+
+
+def per_sample_normal(seed: tf.Tensor, batch_size: tf.Tensor, stream: tf.Tensor) -> tf.Tensor:
+  """Standard normal images [N, 28, 28, 1]; sample i depends only on (seed, stream, i)."""
+  base_seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(stream, tf.int64)])
+
+  def one_sample(index):
+    sample_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+    return tf.random.stateless_normal([IMAGE_SIZE, IMAGE_SIZE, 1], seed=sample_seed)
+
+  return tf.map_fn(one_sample, tf.range(tf.cast(batch_size, tf.int64)),
+                   fn_output_signature=tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32))
+
+
+def initial_noise(seed: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
+  return per_sample_normal(seed, batch_size, _INITIAL_NOISE_STREAM)
+
+
+def guided_prediction(model: Callable, noisy_images, diffusion_times, labels, guidance_scale,
+                      null_label: int):
+  """uncond + guidance_scale * (cond - uncond), both halves from one doubled batch."""
+  batch_size = tf.shape(noisy_images)[0]
+  null_labels = tf.fill([batch_size], tf.constant(null_label, tf.int32))
+  predictions = model([
+      tf.concat([noisy_images, noisy_images], 0),
+      tf.concat([diffusion_times, diffusion_times], 0),
+      tf.concat([tf.cast(labels, tf.int32), null_labels], 0),
+  ], training=False)
+  conditional, unconditional = tf.split(predictions, 2, axis=0)
+  return unconditional + tf.cast(guidance_scale, tf.float32) * (conditional - unconditional)
+
+
+def sample(model: Callable, noise: tf.Tensor, labels: tf.Tensor, num_steps, guidance_scale,
+           schedule: schedule_lib.CosineSchedule, prediction: str, null_label: int,
+           sampler: str = "ddim", seed=0) -> tf.Tensor:
+  """Runs the reverse process from `noise` over `num_steps` evenly spaced times; returns x0 in [-1, 1].
+
+  "ddim" is deterministic (eta = 0); "ancestral" is DDPM's stochastic sampler (eta = 1) over the
+  same time grid. The predicted clean images are clipped to the data range at every step, and the
+  noise estimate is recomputed from the clipped images, so the two stay consistent (without this,
+  strong guidance drifts off the data range and more steps make samples worse).
+  """
+  if sampler not in SAMPLERS:
+    raise ValueError(f"Unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+  eta = 1.0 if sampler == "ancestral" else 0.0
+  num_steps = tf.cast(num_steps, tf.int32)
+  step_size = 1.0 / tf.cast(num_steps, tf.float32)
+  batch_size = tf.shape(noise)[0]
+
+  def denoise_step(step, noisy_images, pred_images):
+    del pred_images
+    times = 1.0 - tf.cast(step, tf.float32) * step_size
+    next_times = times - step_size
+    signal_rates, noise_rates = schedule.rates(times)
+    next_signal_rates, next_noise_rates = schedule.rates(next_times)
+
+    diffusion_times = tf.fill([batch_size], times)
+    predictions = guided_prediction(model, noisy_images, diffusion_times, labels, guidance_scale,
+                                    null_label)
+    pred_images, _ = schedule_lib.split_prediction(predictions, noisy_images, signal_rates,
+                                                   noise_rates, prediction)
+    pred_images = tf.clip_by_value(pred_images, -1.0, 1.0)
+    pred_noises = (noisy_images - signal_rates * pred_images) / noise_rates
+
+    # DDIM's sigma: 0 for eta = 0; the DDPM posterior std for eta = 1.
+    step_noise_std = eta * (next_noise_rates / noise_rates) * tf.sqrt(
+        tf.maximum(1.0 - tf.square(signal_rates / next_signal_rates), 0.0))
+    direction_rates = tf.sqrt(tf.maximum(tf.square(next_noise_rates) - tf.square(step_noise_std), 0.0))
+    next_noisy_images = next_signal_rates * pred_images + direction_rates * pred_noises
+    if eta > 0:
+      step_noises = per_sample_normal(seed, batch_size, _STEP_NOISE_STREAM + step)
+      next_noisy_images += step_noise_std * step_noises
+    return step + 1, next_noisy_images, pred_images
+
+  _, _, pred_images = tf.while_loop(
+      lambda step, *_: step < num_steps,
+      denoise_step,
+      (tf.constant(0), tf.cast(noise, tf.float32), tf.zeros_like(noise, tf.float32)))
+  return pred_images
+
+
+def denoise_once(model: Callable, noisy_images, diffusion_times, labels,
+                 schedule: schedule_lib.CosineSchedule, prediction: str):
+  """One network evaluation: the model's x0 estimate (clipped to [-1, 1]) at the given times."""
+  signal_rates, noise_rates = schedule.rates(diffusion_times)
+  signal_rates = signal_rates[:, None, None, None]
+  noise_rates = noise_rates[:, None, None, None]
+  predictions = model([noisy_images, diffusion_times, tf.cast(labels, tf.int32)], training=False)
+  pred_images, _ = schedule_lib.split_prediction(predictions, noisy_images, signal_rates,
+                                                 noise_rates, prediction)
+  return tf.clip_by_value(pred_images, -1.0, 1.0)

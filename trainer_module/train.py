@@ -1,0 +1,172 @@
+"""The diffusion Trainer's run_fn: DDPM-family training with min-SNR weighting, EMA and resumable
+checkpoints, then export of the guided sampler (trainer_module/export.py).
+
+TFX calls `run_fn(fn_args)`; `fn_args.custom_config["config"]` carries the PipelineConfig JSON.
+`train_diffusion` is the plain training loop, usable without TFX (tests, benchmarks).
+"""
+
+import hashlib
+import json
+import os
+import time
+from typing import Iterable, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from pipeline.config import NUM_CLASSES, PipelineConfig
+from trainer_module import data as data_lib
+from trainer_module import export
+from trainer_module import schedule as schedule_lib
+from trainer_module.unet import build_unet
+
+CONFIG_KEY = "config"
+CHECKPOINT_ROOT_KEY = "checkpoint_root"
+
+
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up to `peak`, then cosine decay to `final_fraction * peak` at `total_steps`."""
+
+  def __init__(self, peak: float, warmup_steps: int, total_steps: int, final_fraction: float = 0.1):
+    self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
+    self.final_fraction = final_fraction
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    warmup = self.peak * (step + 1.0) / max(self.warmup_steps, 1)
+    progress = tf.clip_by_value(
+        (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+    cosine = 0.5 * (1.0 + tf.cos(3.14159265 * progress))
+    decayed = self.peak * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
+    return tf.where(step < self.warmup_steps, warmup, decayed)
+
+  def get_config(self):
+    return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps, "final_fraction": self.final_fraction}
+
+
+class DiffusionTrainer(tf.Module):
+  """Owns the network, its EMA copy, the optimizer and the step; one `train_step` per batch."""
+
+  def __init__(self, config: PipelineConfig):
+    super().__init__(name="diffusion_trainer")
+    self.config = config
+    self.schedule = export.schedule_from_config(config.diffusion)
+    self.model = build_unet(config.unet, name="unet")
+    self.ema_model = build_unet(config.unet, name="ema_unet")
+    self.ema_model.set_weights(self.model.get_weights())
+    self.learning_rates = WarmupCosineDecay(
+        config.train.learning_rate, config.train.warmup_steps, config.train.train_steps)
+    self.optimizer = keras.optimizers.Adam(self.learning_rates)
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    # A generator (not global seeds) so a resumed run continues the same random stream.
+    self.rng = tf.random.Generator.from_seed(config.train.seed)
+
+  def checkpoint(self) -> tf.train.Checkpoint:
+    return tf.train.Checkpoint(model=self.model, ema_model=self.ema_model,
+                               optimizer=self.optimizer, step=self.step, rng=self.rng)
+
+  def loss(self, images, labels, training=True):
+    """Min-SNR weighted MSE on the chosen target at uniformly drawn diffusion times."""
+    diffusion = self.config.diffusion
+    batch_size = tf.shape(images)[0]
+    dropped = self.rng.uniform([batch_size]) < diffusion.label_dropout
+    labels = tf.where(dropped, tf.fill([batch_size], NUM_CLASSES), labels)
+    diffusion_times = self.rng.uniform([batch_size])
+    noises = self.rng.normal(tf.shape(images))
+    signal_rates, noise_rates = self.schedule.rates(diffusion_times[:, None, None, None])
+    noisy_images = schedule_lib.add_noise(images, noises, signal_rates, noise_rates)
+    targets = schedule_lib.training_target(images, noises, signal_rates, noise_rates,
+                                           diffusion.prediction)
+    predictions = self.model([noisy_images, diffusion_times, labels], training=training)
+    per_example = tf.reduce_mean(tf.square(predictions - targets), axis=[1, 2, 3])
+    weights = schedule_lib.min_snr_weights(signal_rates, noise_rates, diffusion.min_snr_gamma,
+                                           diffusion.prediction)
+    return tf.reduce_mean(tf.reshape(weights, [-1]) * per_example)
+
+  @tf.function(autograph=False)
+  def train_step(self, images, labels):
+    with tf.GradientTape() as tape:
+      loss = self.loss(images, labels)
+    variables = self.model.trainable_variables
+    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    # EMA with a warm-up (decay grows from 0.1 toward ema_decay) so early averages are not stale.
+    step = tf.cast(self.step, tf.float32)
+    decay = tf.minimum(self.config.train.ema_decay, (1.0 + step) / (10.0 + step))
+    for ema_variable, variable in zip(self.ema_model.weights, self.model.weights):
+      ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
+    self.step.assign_add(1)
+    return loss
+
+
+def checkpoint_dir_for(checkpoint_root: str, train_files: Iterable[str], config: PipelineConfig) -> str:
+  """A directory that is the same for a retry of the same training (same data, same settings).
+
+  TFX gives every execution a new output directory, so checkpoints there would not survive a
+  failed run; keyed by inputs and training settings, a retried Trainer resumes where it stopped.
+  """
+  key = json.dumps({"files": sorted(train_files), "unet": config.unet.to_dict(),
+                    "diffusion": config.diffusion.to_dict(), "train": config.train.to_dict()},
+                   sort_keys=True)
+  return os.path.join(checkpoint_root, hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpoint_dir: str,
+                    log_dir: Optional[str] = None) -> dict:
+  """Trains until `config.train.train_steps`, resuming from `checkpoint_dir` when it holds one."""
+  train_config = trainer.config.train
+  manager = tf.train.CheckpointManager(trainer.checkpoint(), checkpoint_dir, max_to_keep=2)
+  if manager.latest_checkpoint:
+    trainer.checkpoint().restore(manager.latest_checkpoint)
+    logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(trainer.step))
+  writer = tf.summary.create_file_writer(log_dir) if log_dir else tf.summary.create_noop_writer()
+  total_steps = train_config.train_steps
+  started, window_start, window_steps, loss = time.time(), time.time(), 0, float("nan")
+  images_per_second = 0.0
+  iterator = iter(dataset)
+  while int(trainer.step) < total_steps:
+    images, labels = next(iterator)
+    loss = float(trainer.train_step(images, labels))
+    window_steps += 1
+    step = int(trainer.step)
+    if step % train_config.log_every_steps == 0 or step == total_steps:
+      elapsed = time.time() - window_start
+      images_per_second = window_steps * train_config.batch_size / max(elapsed, 1e-9)
+      learning_rate = float(trainer.learning_rates(step))
+      logging.info("diffusion step %d/%d loss %.4f lr %.2e %.1f images/s", step, total_steps,
+                   loss, learning_rate, images_per_second)
+      print(f"[train] step {step}/{total_steps} loss {loss:.4f} lr {learning_rate:.2e} "
+            f"{images_per_second:.1f} images/s", flush=True)
+      with writer.as_default():
+        tf.summary.scalar("loss", loss, step=step)
+        tf.summary.scalar("learning_rate", learning_rate, step=step)
+        tf.summary.scalar("images_per_second", images_per_second, step=step)
+      window_start, window_steps = time.time(), 0
+    if step % train_config.checkpoint_every_steps == 0 or step == total_steps:
+      manager.save(checkpoint_number=step)
+  writer.flush()
+  return {"final_loss": loss, "steps": int(trainer.step), "wall_seconds": time.time() - started,
+          "images_per_second": images_per_second}
+
+
+def config_from_fn_args(fn_args) -> PipelineConfig:
+  return PipelineConfig.from_json(fn_args.custom_config[CONFIG_KEY])
+
+
+def run_fn(fn_args):
+  """TFX Trainer entry point for the diffusion model."""
+  config = config_from_fn_args(fn_args)
+  dataset = data_lib.transformed_dataset(
+      fn_args.train_files, fn_args.data_accessor, fn_args.transform_output,
+      config.train.batch_size, config.train.seed, config.train.shuffle_buffer)
+  checkpoint_root = (fn_args.custom_config.get(CHECKPOINT_ROOT_KEY)
+                     or os.path.join(fn_args.model_run_dir, "checkpoints"))
+  checkpoint_dir = checkpoint_dir_for(checkpoint_root, fn_args.train_files, config)
+  trainer = DiffusionTrainer(config)
+  summary = train_diffusion(trainer, dataset, checkpoint_dir, log_dir=fn_args.model_run_dir)
+  logging.info("Training finished: %s", summary)
+  export.export_sampler(trainer.ema_model, config.diffusion, config.sampler,
+                        fn_args.serving_model_dir)
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
+    json.dump({**summary, "config": config.to_dict()}, f, indent=2)

@@ -1,0 +1,109 @@
+"""The class-conditional denoising U-Net.
+
+Inputs: noisy images [B, 28, 28, 1] in model space, diffusion times [B] in [0, 1], labels [B] in
+0..num_classes where `num_classes` itself is the null class (classifier-free guidance). Output: the
+prediction ([B, 28, 28, 1], v or eps as the DiffusionConfig says). The time and class embeddings
+are summed and injected into every residual block; self-attention runs only at the lowest (7x7)
+resolution where it costs little. Upsampling is nearest-neighbour + conv (no XLA needed).
+"""
+
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+from pipeline.config import IMAGE_SIZE, NUM_CLASSES, UNetConfig
+
+# Diffusion times are embedded as t * TIME_SCALE with transformer-style sinusoids.
+TIME_SCALE = 1000.0
+MAX_PERIOD = 10000.0
+
+
+class SinusoidalEmbedding(keras.layers.Layer):
+  """Embeds a scalar diffusion time per example into `dim` sinusoid features."""
+
+  def __init__(self, dim: int, **kwargs):
+    super().__init__(**kwargs)
+    self.dim = dim
+
+  def call(self, times):
+    half = self.dim // 2
+    frequencies = tf.exp(-math.log(MAX_PERIOD) * tf.range(half, dtype=tf.float32) / half)
+    angles = tf.cast(times, tf.float32)[:, None] * TIME_SCALE * frequencies[None, :]
+    return tf.concat([tf.sin(angles), tf.cos(angles)], axis=-1)
+
+  def get_config(self):
+    return {**super().get_config(), "dim": self.dim}
+
+
+def _residual_block(x, embedding, width: int, config: UNetConfig, name: str):
+  """GroupNorm-swish-conv twice, with the embedding added in between (a BigGAN/DDPM block)."""
+  skip = x if x.shape[-1] == width else keras.layers.Conv2D(width, 1, name=f"{name}_skip")(x)
+  h = keras.layers.GroupNormalization(config.groups, name=f"{name}_norm1")(x)
+  h = keras.layers.Activation("swish")(h)
+  h = keras.layers.Conv2D(width, 3, padding="same", name=f"{name}_conv1")(h)
+  shift = keras.layers.Dense(width, name=f"{name}_embedding")(embedding)
+  h = h + keras.layers.Reshape((1, 1, width))(shift)
+  h = keras.layers.GroupNormalization(config.groups, name=f"{name}_norm2")(h)
+  h = keras.layers.Activation("swish")(h)
+  if config.dropout:
+    h = keras.layers.Dropout(config.dropout)(h)
+  # Zero-initialised last conv: every block starts as the identity, which stabilises early training.
+  h = keras.layers.Conv2D(width, 3, padding="same", kernel_initializer="zeros",
+                          name=f"{name}_conv2")(h)
+  return skip + h
+
+
+def _attention_block(x, config: UNetConfig, name: str):
+  height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+  h = keras.layers.GroupNormalization(config.groups, name=f"{name}_norm")(x)
+  h = keras.layers.Reshape((height * width, channels))(h)
+  h = keras.layers.MultiHeadAttention(num_heads=4, key_dim=max(channels // 4, 1),
+                                      name=f"{name}_mha")(h, h)
+  h = keras.layers.Reshape((height, width, channels))(h)
+  return x + h
+
+
+def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "unet") -> keras.Model:
+  """Builds the U-Net as a functional Keras model taking [noisy_images, diffusion_times, labels]."""
+  noisy_images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="noisy_images")
+  diffusion_times = keras.Input((), name="diffusion_times")
+  labels = keras.Input((), dtype=tf.int32, name="labels")
+
+  dim = config.embedding_dim
+  time_embedding = SinusoidalEmbedding(dim, name="time_sinusoids")(diffusion_times)
+  time_embedding = keras.layers.Dense(dim, activation="swish", name="time_mlp1")(time_embedding)
+  time_embedding = keras.layers.Dense(dim, name="time_mlp2")(time_embedding)
+  # num_classes + 1 rows: the last one is the null class used for unconditional predictions.
+  class_embedding = keras.layers.Embedding(num_classes + 1, dim, name="class_embedding")(labels)
+  embedding = keras.layers.Activation("swish")(time_embedding + class_embedding)
+
+  x = keras.layers.Conv2D(config.channels[0], 3, padding="same", name="stem")(noisy_images)
+  skips = [x]
+  last_level = len(config.channels) - 1
+  for level, width in enumerate(config.channels):
+    for block in range(config.res_blocks_per_level):
+      x = _residual_block(x, embedding, width, config, f"down{level}_{block}")
+      skips.append(x)
+    if level < last_level:
+      x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"downsample{level}")(x)
+      skips.append(x)
+
+  x = _residual_block(x, embedding, config.channels[-1], config, "middle0")
+  if config.attention_at_lowest:
+    x = _attention_block(x, config, "middle_attention")
+  x = _residual_block(x, embedding, config.channels[-1], config, "middle1")
+
+  for level in reversed(range(len(config.channels))):
+    width = config.channels[level]
+    for block in range(config.res_blocks_per_level + 1):
+      x = keras.layers.Concatenate()([x, skips.pop()])
+      x = _residual_block(x, embedding, width, config, f"up{level}_{block}")
+    if level > 0:
+      x = keras.layers.UpSampling2D(2, interpolation="nearest")(x)
+      x = keras.layers.Conv2D(width, 3, padding="same", name=f"upsample{level}")(x)
+
+  x = keras.layers.GroupNormalization(config.groups, name="out_norm")(x)
+  x = keras.layers.Activation("swish")(x)
+  outputs = keras.layers.Conv2D(1, 3, padding="same", kernel_initializer="zeros", name="out")(x)
+  return keras.Model([noisy_images, diffusion_times, labels], outputs, name=name)
