@@ -73,7 +73,7 @@ class DataConfig(_JsonMixin):
 @dataclasses.dataclass(frozen=True)
 class UNetConfig(_JsonMixin):
   """The denoising network (trainer_module/unet.py)."""
-  channels: Tuple[int, ...] = (32, 64, 64)  # per resolution: 28, 14, 7
+  channels: Tuple[int, ...] = (32, 48, 64)  # per resolution: 28, 14, 7
   res_blocks_per_level: int = 1
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
   embedding_dim: int = 128  # time + class embedding width
@@ -96,7 +96,7 @@ class DiffusionConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
   """The diffusion training loop (trainer_module/train.py)."""
   batch_size: int = 64
-  train_steps: int = 2000
+  train_steps: int = 1400
   learning_rate: float = 2e-3
   warmup_steps: int = 100
   ema_decay: float = 0.995

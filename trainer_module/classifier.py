@@ -11,10 +11,10 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from pipeline.config import IMAGE_SIZE, NUM_CLASSES, ClassifierConfig, PipelineConfig
+from pipeline.config import IMAGE_SIZE, NUM_CLASSES, ClassifierConfig
 from trainer_module import data as data_lib
 from trainer_module import transform
-from trainer_module.train import CONFIG_KEY
+from trainer_module.train import config_from_custom_config
 
 
 def build_classifier(config: ClassifierConfig) -> keras.Model:
@@ -65,7 +65,7 @@ def train_classifier(config: ClassifierConfig, train_dataset, eval_dataset=None)
 
 def run_fn(fn_args):
   """TFX Trainer entry point for the judge classifier."""
-  config = PipelineConfig.from_json(fn_args.custom_config[CONFIG_KEY]).classifier
+  config = config_from_custom_config(fn_args.custom_config).classifier
   train_dataset = data_lib.transformed_dataset(
       fn_args.train_files, fn_args.data_accessor, fn_args.transform_output,
       config.batch_size, config.seed)

@@ -23,6 +23,39 @@ from trainer_module.unet import build_unet
 
 CONFIG_KEY = "config"
 CHECKPOINT_ROOT_KEY = "checkpoint_root"
+# The parts of PipelineConfig a Trainer depends on. Only these travel in its custom_config, so
+# changing, say, an evaluation threshold does not invalidate the Trainer's cache.
+DIFFUSION_TRAINER_FIELDS = ("unet", "diffusion", "train", "sampler")
+CLASSIFIER_TRAINER_FIELDS = ("classifier",)
+
+
+CODE_VERSION_KEY = "code_version"
+
+
+def code_version() -> str:
+  """A hash of this package's source. run_fn is named by import path, which TFX does not
+  fingerprint, so without this a changed model or training loop would be served from the cache."""
+  package_dir = os.path.dirname(os.path.abspath(__file__))
+  digest = hashlib.sha256()
+  for name in sorted(os.listdir(package_dir)):
+    if name.endswith(".py"):
+      with open(os.path.join(package_dir, name), "rb") as f:
+        digest.update(name.encode() + f.read())
+  return digest.hexdigest()[:16]
+
+
+def trainer_custom_config(config: PipelineConfig, fields, checkpoint_root: Optional[str] = None):
+  """The Trainer custom_config carrying `fields` of `config` (and where to keep checkpoints)."""
+  subset = {name: getattr(config, name).to_dict() for name in fields}
+  custom_config = {CONFIG_KEY: json.dumps(subset, sort_keys=True), CODE_VERSION_KEY: code_version()}
+  if checkpoint_root:
+    custom_config[CHECKPOINT_ROOT_KEY] = checkpoint_root
+  return custom_config
+
+
+def config_from_custom_config(custom_config) -> PipelineConfig:
+  """Rebuilds a PipelineConfig from `trainer_custom_config` output (other fields at defaults)."""
+  return PipelineConfig.from_json(custom_config[CONFIG_KEY])
 
 
 class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -150,13 +183,9 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
           "images_per_second": images_per_second}
 
 
-def config_from_fn_args(fn_args) -> PipelineConfig:
-  return PipelineConfig.from_json(fn_args.custom_config[CONFIG_KEY])
-
-
 def run_fn(fn_args):
   """TFX Trainer entry point for the diffusion model."""
-  config = config_from_fn_args(fn_args)
+  config = config_from_custom_config(fn_args.custom_config)
   dataset = data_lib.transformed_dataset(
       fn_args.train_files, fn_args.data_accessor, fn_args.transform_output,
       config.train.batch_size, config.train.seed, config.train.shuffle_buffer)

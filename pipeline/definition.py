@@ -1,0 +1,99 @@
+"""create_pipeline(config): the whole TFX pipeline as a pure function of one PipelineConfig.
+
+  MnistExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
+  -> Transform -> Trainer "diffusion_trainer" + Trainer "classifier_trainer"
+  -> DiffusionEvaluator (baseline: latest blessed model) -> Pusher -> <serving_dir>/<version>/
+"""
+
+import os
+from typing import Optional, Sequence
+
+from tfx import v1 as tfx
+
+from components.anomaly_gate import AnomalyGate
+from components.diffusion_evaluator import DiffusionEvaluator
+from components.mnist_example_gen.component import MnistExampleGen
+from pipeline.config import PipelineConfig
+from trainer_module import train as train_lib
+
+PREPROCESSING_FN = "trainer_module.transform.preprocessing_fn"
+DIFFUSION_RUN_FN = "trainer_module.train.run_fn"
+CLASSIFIER_RUN_FN = "trainer_module.classifier.run_fn"
+
+# Node ids, used by the runner's progress report and by tests.
+DIFFUSION_TRAINER_ID = "diffusion_trainer"
+CLASSIFIER_TRAINER_ID = "classifier_trainer"
+RESOLVER_ID = "latest_blessed_model_resolver"
+
+
+def create_pipeline(config: PipelineConfig,
+                    beam_pipeline_args: Optional[Sequence[str]] = None) -> tfx.dsl.Pipeline:
+  """Builds the pipeline; has no side effects (nothing is read or written until a runner runs it)."""
+  example_gen = MnistExampleGen(
+      data_dir=os.path.abspath(config.data.data_dir), source=config.data.source,
+      max_train_examples=config.data.max_train_examples,
+      max_eval_examples=config.data.max_eval_examples)
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                        infer_feature_shape=True)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+  anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+      preprocessing_fn=PREPROCESSING_FN)
+  transform.add_upstream_node(anomaly_gate)
+
+  pipeline_root = os.path.abspath(config.pipeline_root)
+  diffusion_trainer = tfx.components.Trainer(
+      run_fn=DIFFUSION_RUN_FN,
+      examples=transform.outputs["transformed_examples"],
+      transform_graph=transform.outputs["transform_graph"],
+      train_args=tfx.proto.TrainArgs(num_steps=config.train.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=0),
+      custom_config=train_lib.trainer_custom_config(
+          config, train_lib.DIFFUSION_TRAINER_FIELDS,
+          checkpoint_root=os.path.join(pipeline_root, "checkpoints")),
+  ).with_id(DIFFUSION_TRAINER_ID)
+  classifier_trainer = tfx.components.Trainer(
+      run_fn=CLASSIFIER_RUN_FN,
+      examples=transform.outputs["transformed_examples"],
+      transform_graph=transform.outputs["transform_graph"],
+      train_args=tfx.proto.TrainArgs(num_steps=config.classifier.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=0),
+      custom_config=train_lib.trainer_custom_config(config, train_lib.CLASSIFIER_TRAINER_FIELDS),
+  ).with_id(CLASSIFIER_TRAINER_ID)
+
+  # Only diffusion models are ever blessed, so the classifier's Models never resolve here.
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id(RESOLVER_ID)
+
+  evaluator = DiffusionEvaluator(
+      examples=example_gen.outputs["examples"],
+      model=diffusion_trainer.outputs["model"],
+      classifier_model=classifier_trainer.outputs["model"],
+      baseline_model=model_resolver.outputs["model"],
+      eval_config=config.eval)
+  pusher = tfx.components.Pusher(
+      model=diffusion_trainer.outputs["model"],
+      model_blessing=evaluator.outputs["blessing"],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=os.path.abspath(config.serving_dir))))
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=pipeline_root,
+      components=[example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
+                  transform, diffusion_trainer, classifier_trainer, model_resolver, evaluator,
+                  pusher],
+      enable_cache=config.enable_cache,
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          os.path.abspath(config.metadata_sqlite)),
+      beam_pipeline_args=list(beam_pipeline_args if beam_pipeline_args is not None
+                              else config.beam_pipeline_args),
+  )
