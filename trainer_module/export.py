@@ -16,6 +16,7 @@ from pipeline.config import (IMAGE_SIZE, NUM_CLASSES, DiffusionConfig, SamplerCo
 from trainer_module import samplers
 from trainer_module import schedule as schedule_lib
 from trainer_module import transform
+from serving import warmup
 
 SERVING_SIGNATURE = "serving_default"
 DENOISE_SIGNATURE = "denoise"
@@ -108,10 +109,13 @@ class GuidedSamplerModule(tf.Module):
 
 
 def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, export_dir: str):
-  """Writes the serving SavedModel to `export_dir` and returns the module."""
+  """Writes the serving SavedModel (with TF Serving warm-up requests) and returns the module."""
   module = GuidedSamplerModule(model, diffusion, sampler)
   tf.saved_model.save(module, export_dir, signatures={
       SERVING_SIGNATURE: module.serving_default.get_concrete_function(),
       DENOISE_SIGNATURE: module.denoise.get_concrete_function(),
   })
+  # TF Serving replays these at load time, so the first user request does not pay for warm-up.
+  warmup.write_warmup_requests(export_dir, warmup.default_warmup_requests(
+      guidance_scale=sampler.guidance_scale, num_steps=min(2, sampler.max_steps)))
   return module
