@@ -1,0 +1,63 @@
+"""Unit tests of trainer_module/classifier.py: the judge CNN and its serving wrapper."""
+
+from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pipeline.config import ClassifierConfig  # noqa: E402
+from trainer_module import classifier  # noqa: E402
+
+_CONFIG = ClassifierConfig(filters=(4, 8), feature_dim=16, batch_size=4, train_steps=2,
+                           learning_rate=1e-3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def model():
+  tf.keras.utils.set_random_seed(0)
+  return classifier.build_classifier(_CONFIG)
+
+
+def _unit_images(count, seed=0):
+  return tf.random.stateless_uniform([count, 28, 28, 1], seed=[seed, 0])
+
+
+def test_build_classifier_outputs_logits_and_features(model):
+  logits, features = model(tf.zeros([3, 28, 28, 1]))
+  assert logits.shape == (3, 10)
+  assert features.shape == (3, _CONFIG.feature_dim)
+  assert model.get_layer("features").output.shape[-1] == _CONFIG.feature_dim
+
+
+def test_features_are_relu_activations(model):
+  _, features = model(_unit_images(4) * 2.0 - 1.0)
+  assert float(tf.reduce_min(features)) >= 0.0
+
+
+def test_serving_default_outputs_probabilities_summing_to_one(model):
+  module = classifier.ClassifierModule(model)
+  outputs = module.serving_default(_unit_images(5))
+  assert set(outputs) == {"logits", "probabilities", "features"}
+  probabilities = outputs["probabilities"].numpy()
+  assert probabilities.shape == (5, 10)
+  assert np.all(probabilities >= 0.0)
+  np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+  assert outputs["features"].shape == (5, _CONFIG.feature_dim)
+
+
+def test_serving_default_maps_unit_range_images_to_model_space(model):
+  images = _unit_images(3, seed=1)
+  module = classifier.ClassifierModule(model)  # tf.function methods hold `self` weakly: keep it
+  outputs = module.serving_default(images)
+  logits, features = model(images * 2.0 - 1.0, training=False)
+  np.testing.assert_allclose(outputs["logits"].numpy(), logits.numpy(), atol=1e-5)
+  np.testing.assert_allclose(outputs["features"].numpy(), features.numpy(), atol=1e-5)
+  np.testing.assert_allclose(outputs["probabilities"].numpy(),
+                             tf.nn.softmax(logits).numpy(), atol=1e-6)
+
+
+def test_classifier_module_tracks_the_model_variables(model):
+  module = classifier.ClassifierModule(model)
+  assert len(module.model_variables) == len(model.variables)
+  assert {id(v) for v in module.trainable_variables} == {id(v) for v in model.trainable_variables}

@@ -1,0 +1,201 @@
+"""Tests of trainer_module/train.py: the training loop, resumable checkpoints, EMA and helpers."""
+
+from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tiny_models  # noqa: E402  (tests/ is on sys.path)
+from pipeline import config as config_lib  # noqa: E402
+from pipeline.config import PipelineConfig  # noqa: E402
+from trainer_module import train  # noqa: E402
+
+
+def _weights(model):
+  return [weight.copy() for weight in model.get_weights()]
+
+
+def _assert_weights_equal(first, second, atol=0.0):
+  assert len(first) == len(second)
+  for a, b in zip(first, second):
+    np.testing.assert_allclose(a, b, atol=atol, rtol=0)
+
+
+def _any_weight_differs(first, second):
+  return any(not np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def _checkpoint_numbers(checkpoint_dir):
+  state = tf.train.get_checkpoint_state(checkpoint_dir)
+  return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+
+
+# warmup_steps beyond train_steps: the learning rate of every step is then the same whether
+# train_steps is 3 or 6, so a 3-step run continued by hand is the reference for a resumed run.
+_WARMUP = 8
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """A 3-step run, then a new 6-step trainer resuming from its checkpoint directory.
+
+  Each trainer traces its train_step (10-20 s on a busy 2-core machine), so the module builds
+  only two. After saving, the first trainer is stepped by hand over the same 3 batches the
+  second one gets: that is what an uninterrupted 6-step run computes.
+  """
+  root = tmp_path_factory.mktemp("train")
+  batches = tiny_models.random_batches(6, batch_size=4, seed=0)
+  checkpoint_dir, log_dir = str(root / "checkpoints"), str(root / "logs")
+
+  first = train.DiffusionTrainer(tiny_models.tiny_pipeline_config(train_steps=3,
+                                                                  warmup_steps=_WARMUP))
+  # Creating Adam's slots up front spares the second trace of train_step (~10 s). The second
+  # trainer keeps the production path: slots created lazily and restored from the checkpoint.
+  first.optimizer.build(first.model.trainable_variables)
+  initial = types.SimpleNamespace(model=_weights(first.model), ema=_weights(first.ema_model))
+  images, labels = next(iter(batches))
+  first_loss = float(first.train_step(images, labels))  # one step by hand: checks the EMA update
+  after_one = types.SimpleNamespace(model=_weights(first.model), ema=_weights(first.ema_model))
+  # Only the 2 batches still needed: the loop must stop at train_steps, not at the end of data.
+  first_summary = train.train_diffusion(first, batches.skip(1).take(2), checkpoint_dir,
+                                        log_dir=log_dir)
+  saved = types.SimpleNamespace(model=_weights(first.model), ema=_weights(first.ema_model),
+                                rng_state=first.rng.state.numpy().copy(),
+                                checkpoints=_checkpoint_numbers(checkpoint_dir))
+  for images, labels in batches.skip(3):
+    first.train_step(images, labels)
+
+  second = train.DiffusionTrainer(tiny_models.tiny_pipeline_config(train_steps=6,
+                                                                   warmup_steps=_WARMUP))
+  second.checkpoint().restore(
+      tf.train.latest_checkpoint(checkpoint_dir)).assert_existing_objects_matched()
+  restored = types.SimpleNamespace(model=_weights(second.model), ema=_weights(second.ema_model),
+                                   step=int(second.step), rng_state=second.rng.state.numpy().copy())
+  # Only the last 3 batches: a trainer that did not resume at step 3 would run out of data.
+  second_summary = train.train_diffusion(second, batches.skip(3), checkpoint_dir)
+  return types.SimpleNamespace(
+      checkpoint_dir=checkpoint_dir, log_dir=log_dir, initial=initial, first_loss=first_loss,
+      after_one=after_one, first=first, first_summary=first_summary, saved=saved, second=second,
+      restored=restored, second_summary=second_summary)
+
+
+def test_training_returns_finite_loss_and_stops_at_train_steps(runs):
+  assert math.isfinite(runs.first_loss)
+  assert math.isfinite(runs.first_summary["final_loss"])
+  assert runs.first_summary["steps"] == 3
+  assert runs.saved.checkpoints == [3]
+
+
+def test_training_writes_summaries_to_log_dir(runs):
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(runs.log_dir))
+
+
+def test_training_changes_the_weights(runs):
+  assert _any_weight_differs(runs.initial.model, runs.after_one.model)
+
+
+def test_ema_equals_model_at_start_and_follows_warmup_decay(runs):
+  _assert_weights_equal(runs.initial.model, runs.initial.ema)
+  # First step: decay = min(ema_decay, (1 + 0) / (10 + 0)) = 0.1.
+  expected = [0.1 * ema + 0.9 * weight
+              for ema, weight in zip(runs.initial.ema, runs.after_one.model)]
+  _assert_weights_equal(runs.after_one.ema, expected, atol=1e-6)
+
+
+def test_ema_weights_differ_from_raw_weights_after_training(runs):
+  assert _any_weight_differs(runs.second.model.get_weights(), runs.second.ema_model.get_weights())
+  assert _any_weight_differs(runs.saved.model, runs.saved.ema)
+
+
+def test_restored_state_equals_saved_state(runs):
+  assert runs.restored.step == 3
+  _assert_weights_equal(runs.restored.model, runs.saved.model)
+  _assert_weights_equal(runs.restored.ema, runs.saved.ema)
+  np.testing.assert_array_equal(runs.restored.rng_state, runs.saved.rng_state)
+
+
+def test_resumed_trainer_continues_from_3_to_6_and_checkpoints(runs):
+  assert runs.second_summary["steps"] == 6
+  assert int(runs.second.step) == 6
+  # The optimizer's own counter was restored too (it would read 3 after a fresh start).
+  assert int(runs.second.optimizer.iterations) == 6
+  assert math.isfinite(runs.second_summary["final_loss"])
+  assert _checkpoint_numbers(runs.checkpoint_dir) == [3, 6]
+
+
+def test_resumed_run_matches_uninterrupted_run(runs):
+  # Same weights, EMA, optimizer moments and noise stream: the same 3 steps give the same result.
+  assert int(runs.first.step) == 6
+  _assert_weights_equal(runs.second.model.get_weights(), runs.first.model.get_weights(),
+                        atol=1e-6)
+  _assert_weights_equal(runs.second.ema_model.get_weights(), runs.first.ema_model.get_weights(),
+                        atol=1e-6)
+
+
+def test_checkpoint_dir_for_is_stable_and_keyed_by_training_inputs():
+  config = tiny_models.tiny_pipeline_config()
+  files = ["/data/train-1", "/data/train-0"]
+  directory = train.checkpoint_dir_for("/ckpt", files, config)
+  assert directory == train.checkpoint_dir_for("/ckpt", list(reversed(files)), config)
+  assert os.path.dirname(directory) == "/ckpt"
+  assert len(os.path.basename(directory)) == 16
+  changed_train = tiny_models.tiny_pipeline_config(train_steps=7)
+  assert train.checkpoint_dir_for("/ckpt", files, changed_train) != directory
+  assert train.checkpoint_dir_for("/ckpt", ["/data/other"], config) != directory
+  unet = config_lib.profile("smoke").unet
+  assert train.checkpoint_dir_for("/ckpt", files, config_lib.profile(
+      "smoke", unet=unet, diffusion=config.diffusion, train=config.train)) != directory
+  # Settings that do not affect training (evaluation, sampler) keep the directory.
+  same_training = config_lib.profile("full", unet=config.unet, diffusion=config.diffusion,
+                                     train=config.train)
+  assert train.checkpoint_dir_for("/ckpt", files, same_training) == directory
+
+
+def test_trainer_custom_config_round_trips_the_trainer_fields():
+  config = config_lib.profile("smoke")
+  custom_config = train.trainer_custom_config(config, train.DIFFUSION_TRAINER_FIELDS)
+  assert set(custom_config) == {train.CONFIG_KEY, train.CODE_VERSION_KEY}
+  assert set(json.loads(custom_config[train.CONFIG_KEY])) == set(train.DIFFUSION_TRAINER_FIELDS)
+  restored = train.config_from_custom_config(custom_config)
+  for field in train.DIFFUSION_TRAINER_FIELDS:
+    assert getattr(restored, field) == getattr(config, field)
+  # Fields that do not travel come back at their defaults.
+  assert restored.eval == PipelineConfig().eval
+  assert restored.classifier == PipelineConfig().classifier
+
+
+def test_trainer_custom_config_for_classifier_and_checkpoint_root():
+  config = config_lib.profile("full")
+  custom_config = train.trainer_custom_config(config, train.CLASSIFIER_TRAINER_FIELDS,
+                                              checkpoint_root="/ckpt")
+  assert custom_config[train.CHECKPOINT_ROOT_KEY] == "/ckpt"
+  assert train.config_from_custom_config(custom_config).classifier == config.classifier
+
+
+def test_code_version_is_a_stable_16_digit_hex_string():
+  version = train.code_version()
+  assert version == train.code_version()
+  assert len(version) == 16
+  int(version, 16)  # raises unless hex
+
+
+def test_warmup_cosine_decay_values():
+  schedule = train.WarmupCosineDecay(peak=1.0, warmup_steps=4, total_steps=10,
+                                     final_fraction=0.1)
+  rates = [float(schedule(step)) for step in (0, 1, 3, 4, 7, 10, 20)]
+  # Warm-up: (step + 1) / 4; then 0.1 + 0.9 * (1 + cos(pi * (step - 4) / 6)) / 2.
+  np.testing.assert_allclose(rates, [0.25, 0.5, 1.0, 1.0, 0.55, 0.1, 0.1], atol=1e-6)
+  assert schedule.get_config() == {"peak": 1.0, "warmup_steps": 4, "total_steps": 10,
+                                   "final_fraction": 0.1}
+
+
+def test_warmup_cosine_decay_without_warmup_starts_at_peak():
+  schedule = train.WarmupCosineDecay(peak=2e-3, warmup_steps=0, total_steps=5)
+  assert float(schedule(0)) == pytest.approx(2e-3)
+  assert float(schedule(5)) == pytest.approx(2e-4)

@@ -1,0 +1,94 @@
+"""Unit tests of trainer_module/unet.py: shapes per profile and what the output depends on."""
+
+from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+
+import dataclasses  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tiny_models  # noqa: E402  (tests/ is on sys.path)
+from pipeline import config as config_lib  # noqa: E402
+from trainer_module import unet  # noqa: E402
+
+_NOISY = tf.random.stateless_normal([2, 28, 28, 1], seed=[3, 0])
+_HALF = tf.constant([0.5, 0.5])
+
+
+@pytest.fixture(scope="module")
+def model():
+  return tiny_models.seeded_tiny_unet(seed=0)
+
+
+def _max_abs_diff(a, b):
+  return float(tf.reduce_max(tf.abs(a - b)))
+
+
+# Building a network takes seconds on a busy 2-core machine: the cpu and full profiles' widths are
+# not built here; the tiny variant covers their code paths (two blocks per level) and the `model`
+# fixture the tiny config itself.
+@pytest.mark.parametrize("unet_config", [
+    config_lib.profile("smoke").unet,
+    dataclasses.replace(tiny_models.TINY_UNET, res_blocks_per_level=2, dropout=0.1,
+                        attention_at_lowest=False),
+], ids=["smoke", "tiny_two_blocks_dropout_no_attention"])
+def test_fresh_network_output_shape_and_zero_initialised_output(unet_config):
+  network = unet.build_unet(unet_config)
+  outputs = network([_NOISY, _HALF, tf.constant([1, 10])])
+  assert outputs.shape == (2, 28, 28, 1)
+  assert outputs.dtype == tf.float32
+  # The output conv is zero-initialised, so a fresh network predicts exactly zero.
+  np.testing.assert_array_equal(outputs.numpy(), 0.0)
+
+
+def test_seeded_tiny_network_output_shape(model):
+  assert model([_NOISY, _HALF, tf.constant([1, 10])]).shape == (2, 28, 28, 1)
+
+
+def test_class_label_changes_output(model):
+  zeros = model([_NOISY, _HALF, tf.constant([0, 0])])
+  sevens = model([_NOISY, _HALF, tf.constant([7, 7])])
+  assert _max_abs_diff(zeros, sevens) > 1e-3
+
+
+def test_null_label_is_accepted_and_differs_from_real_labels(model):
+  null = model([_NOISY, _HALF, tf.constant([10, 10])])
+  assert np.all(np.isfinite(null.numpy()))
+  assert _max_abs_diff(null, model([_NOISY, _HALF, tf.constant([0, 0])])) > 1e-3
+
+
+def test_diffusion_time_changes_output(model):
+  labels = tf.constant([3, 3])
+  early = model([_NOISY, tf.constant([0.1, 0.1]), labels])
+  late = model([_NOISY, tf.constant([0.9, 0.9]), labels])
+  assert _max_abs_diff(early, late) > 1e-3
+
+
+def test_seeded_network_output_is_deterministic(model):
+  inputs = [_NOISY, _HALF, tf.constant([4, 5])]
+  np.testing.assert_array_equal(model(inputs).numpy(), model(inputs).numpy())
+
+
+def test_each_example_is_independent_of_the_rest_of_the_batch(model):
+  noisy = tf.random.stateless_normal([3, 28, 28, 1], seed=[4, 0])
+  times, labels = tf.constant([0.2, 0.5, 0.8]), tf.constant([1, 10, 6])
+  batched = model([noisy, times, labels]).numpy()
+  for index in range(3):
+    alone = model([noisy[index:index + 1], times[index:index + 1], labels[index:index + 1]])
+    np.testing.assert_allclose(batched[index:index + 1], alone.numpy(), atol=1e-5)
+
+
+def test_sinusoidal_embedding_shape_and_values_at_time_zero():
+  layer = unet.SinusoidalEmbedding(8)
+  embedding = layer(tf.constant([0.0, 0.25, 1.0])).numpy()
+  assert embedding.shape == (3, 8)
+  np.testing.assert_allclose(embedding[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
+  assert np.all(np.abs(embedding) <= 1.0)
+  assert layer.get_config()["dim"] == 8
+
+
+def test_embedding_distinguishes_nearby_sampler_times():
+  # The sampler's times differ by 1 / num_steps; with TIME_SCALE they must embed differently.
+  embedding = unet.SinusoidalEmbedding(8)(tf.constant([0.5, 0.5 + 1.0 / 1000.0])).numpy()
+  assert np.max(np.abs(embedding[0] - embedding[1])) > 0.1
