@@ -86,6 +86,8 @@ class DiffusionTrainer(tf.Module):
     super().__init__(name="diffusion_trainer")
     self.config = config
     self.schedule = export.schedule_from_config(config.diffusion)
+    # Seeds the initial weights too: the same config and seed give the same model.
+    keras.utils.set_random_seed(config.train.seed)
     self.model = build_unet(config.unet, name="unet")
     self.ema_model = build_unet(config.unet, name="ema_unet")
     self.ema_model.set_weights(self.model.get_weights())
@@ -155,7 +157,8 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(trainer.step))
   writer = tf.summary.create_file_writer(log_dir) if log_dir else tf.summary.create_noop_writer()
   total_steps = train_config.train_steps
-  started, window_start, window_steps, loss = time.time(), time.time(), 0, float("nan")
+  # loss stays None when the checkpoint already holds all steps (a retry after training finished).
+  started, window_start, window_steps, loss = time.time(), time.time(), 0, None
   images_per_second = 0.0
   iterator = iter(dataset)
   while int(trainer.step) < total_steps:
