@@ -1,4 +1,4 @@
-"""Executor of the DiffusionEvaluator: a thin adapter from TFX artifacts to metrics.py.
+"""Executor of the DiffusionEvaluator: a thin adapter from TFX artifacts to evaluation.py.
 
 Writes into the `evaluation` artifact's URI:
   metrics.json      all numbers (schema below), the reference numbers, the EvalConfig and model URIs
@@ -28,16 +28,12 @@ NOT_BLESSED file), so LatestBlessedModelStrategy and the Pusher read it unchange
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
-import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 from tfx import types
 from tfx.components.evaluator import constants
 from tfx.dsl.components.base import base_executor
@@ -45,13 +41,11 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from components.diffusion_evaluator import evaluation as evaluation_lib
 from components.diffusion_evaluator import metrics as metrics_lib
 from components.diffusion_evaluator import report
 from components.diffusion_evaluator.metrics import decide_blessing  # noqa: F401  (re-exported)
 from pipeline.config import EvalConfig
-from pipeline.config import IMAGE_KEY
-from pipeline.config import IMAGE_SIZE
-from pipeline.config import LABEL_KEY
 from pipeline.config import NUM_CLASSES
 
 # Keys of the component spec (component.py uses the same constants).
@@ -79,215 +73,18 @@ _EVALUATION_PROPERTIES = {
 }
 
 
-@contextlib.contextmanager
-def _timed(what: str, timings: Dict[str, float], key: str) -> Iterator[None]:
-  logging.info("DiffusionEvaluator: %s ...", what)
-  start = time.monotonic()
-  yield
-  timings[key] = round(time.monotonic() - start, 3)
-  logging.info("DiffusionEvaluator: %s took %.1f s", what, timings[key])
-
-
 def read_split(examples: List[types.Artifact], split: str,
                limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
   """The first `limit` (None = all) examples of a split: images [N, 28, 28, 1] in [0, 1], labels."""
-  split_uri = artifact_utils.get_split_uri(examples, split)
-  files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*.gz")))
-  if not files:
-    raise ValueError(f"No *.gz TFRecord files in {split_uri}")
-  feature_spec = {
-      IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_SIZE * IMAGE_SIZE], tf.int64),
-      LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-  }
-  dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
-  if limit is not None:
-    dataset = dataset.take(limit)
-  dataset = dataset.batch(1024).map(lambda records: tf.io.parse_example(records, feature_spec))
-  images, labels = [], []
-  for batch in dataset.as_numpy_iterator():
-    images.append(batch[IMAGE_KEY])
-    labels.append(batch[LABEL_KEY])
-  if not images:
-    raise ValueError(f"Split {split!r} at {split_uri} has no examples")
-  images = np.concatenate(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
-  return images.astype(np.float32) / 255.0, np.concatenate(labels).astype(np.int32)
+  return evaluation_lib.read_split_dir(artifact_utils.get_split_uri(examples, split), limit)
 
 
-def _batches(count: int, batch_size: int) -> Iterator[Tuple[int, slice]]:
-  for index, start in enumerate(range(0, count, batch_size)):
-    yield index, slice(start, min(start + batch_size, count))
-
-
-class _DiffusionModel:
-  """The diffusion SavedModel's two signatures, called in batches."""
-
-  def __init__(self, model_uri: str, batch_size: int):
-    path = path_utils.serving_model_path(model_uri)
-    logging.info("DiffusionEvaluator: loading diffusion model %s", path)
-    # Keep the loaded object: its signatures hold only weak references to the variables.
-    self._loaded = tf.saved_model.load(path)
-    self._sample = self._loaded.signatures["serving_default"]
-    self._denoise = self._loaded.signatures["denoise"]
-    # The exported sampler rejects requests above its max_batch variable (when it has one).
-    max_batch = getattr(self._loaded, "max_batch", None)
-    if isinstance(max_batch, tf.Variable):
-      batch_size = min(batch_size, int(max_batch.numpy()))
-    self._batch_size = batch_size
-
-  def sample(self, labels: np.ndarray, guidance_scale: float, num_steps: int,
-             seed: int) -> np.ndarray:
-    """Float images [N, 28, 28, 1] in [0, 1]; batch i is drawn with seed `seed + i`."""
-    images = []
-    for index, rows in _batches(len(labels), self._batch_size):
-      outputs = self._sample(
-          labels=tf.constant(labels[rows], tf.int32),
-          guidance_scale=tf.constant(guidance_scale, tf.float32),
-          num_steps=tf.constant(num_steps, tf.int32),
-          seed=tf.constant(seed + index, tf.int32))
-      images.append(outputs["images_float"].numpy())
-    return np.concatenate(images).astype(np.float32)
-
-  def denoise(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
-    denoised = []
-    for _, rows in _batches(len(noisy), self._batch_size):
-      outputs = self._denoise(noisy_images=tf.constant(noisy[rows], tf.float32),
-                              noise_sigma=tf.constant(sigma, tf.float32))
-      denoised.append(outputs["denoised_images"].numpy())
-    return np.concatenate(denoised).astype(np.float32)
-
-
-class _Judge:
-  """The classifier SavedModel: predicted classes and penultimate features, in batches."""
-
-  def __init__(self, model_uri: str, batch_size: int):
-    path = path_utils.serving_model_path(model_uri)
-    logging.info("DiffusionEvaluator: loading classifier %s", path)
-    self._loaded = tf.saved_model.load(path)
-    self._classify = self._loaded.signatures["serving_default"]
-    self._batch_size = batch_size
-
-  def __call__(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    predicted, features = [], []
-    for _, rows in _batches(len(images), self._batch_size):
-      outputs = self._classify(images=tf.constant(images[rows], tf.float32))
-      predicted.append(np.argmax(outputs["logits"].numpy(), axis=-1))
-      features.append(outputs["features"].numpy())
-    return np.concatenate(predicted).astype(np.int32), np.concatenate(features)
-
-
-class _RealData:
-  """Eval-split images and what every model is compared against (computed once, shared)."""
-
-  def __init__(self, eval_images: np.ndarray, eval_features: np.ndarray,
-               train_features: np.ndarray, seed: int):
-    self.eval_images = eval_images
-    self.eval_features = eval_features  # judge features of `num_images` eval images
-    self.num_images = len(eval_features)
-    self.frechet_floor = metrics_lib.frechet_distance(train_features, eval_features)
-    self.kid_floor = metrics_lib.kernel_inception_distance(train_features, eval_features, seed=seed)
-
-
-def _pick(count: int, available: int, seed: int) -> np.ndarray:
-  """Indices of a seeded random subset of size `count` (all, in order, when count == available)."""
-  if count >= available:
-    return np.arange(available)
-  return np.sort(np.random.default_rng(seed).choice(available, count, replace=False))
-
-
-def _sample_labels(config: EvalConfig) -> np.ndarray:
-  return np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), config.samples_per_class)
-
-
-def _evaluate_model(model: _DiffusionModel, judge: _Judge, real: _RealData,
-                    config: EvalConfig) -> Tuple[Dict[str, Any], np.ndarray]:
-  """One diffusion model's metrics under the fixed protocol and seeds, and its samples."""
-  timings: Dict[str, float] = {}
-  eval_images = real.eval_images
-
-  clean = eval_images[:config.denoise_num_images]  # None = all
-  with _timed(f"reference denoising at sigma {config.denoise_sigma} on {len(clean)} images",
-              timings, "denoising"):
-    noisy = metrics_lib.add_noise(clean, config.denoise_sigma, config.seed)
-    denoising = metrics_lib.denoising_metrics(clean, model.denoise(noisy, config.denoise_sigma))
-    denoising = {"sigma": config.denoise_sigma, **denoising}
-  logging.info("DiffusionEvaluator: MSE %.5f, RMSE %.4f, PSNR %.2f dB (reference: %s)",
-               denoising["mse"], denoising["rmse"], denoising["psnr"],
-               metrics_lib.REFERENCE_DENOISING)
-
-  curve = []
-  with _timed(f"PSNR-vs-noise curve at sigmas {config.denoise_curve_sigmas}", timings,
-              "denoising_curve"):
-    clean = eval_images[:config.denoise_curve_num_images]
-    for sigma in config.denoise_curve_sigmas:
-      noisy = metrics_lib.add_noise(clean, sigma, config.seed)
-      point = metrics_lib.denoising_metrics(clean, model.denoise(noisy, sigma))
-      curve.append({"sigma": sigma, **point})
-
-  labels = _sample_labels(config)
-  with _timed(f"{len(labels)} guided samples ({config.sample_steps} steps, guidance "
-              f"{config.guidance_scale})", timings, "sampling"):
-    samples = model.sample(labels, config.guidance_scale, config.sample_steps, config.seed)
-
-  with _timed("judging the samples", timings, "judging"):
-    predicted, sample_features = judge(samples)
-    agreement = metrics_lib.class_agreement(predicted, labels)
-    picked = _pick(real.num_images, len(samples), config.seed)
-    frechet = metrics_lib.frechet_distance(sample_features[picked], real.eval_features)
-    kid = metrics_lib.kernel_inception_distance(sample_features[picked], real.eval_features,
-                                                seed=config.seed)
-  logging.info("DiffusionEvaluator: class agreement %.3f, Frechet %.3f (floor %.3f)",
-               agreement["overall"], frechet, real.frechet_floor)
-
-  model_metrics = {
-      "denoising": denoising,
-      "denoising_curve": curve,
-      "sampling": {
-          "samples_per_class": config.samples_per_class,
-          "num_samples": int(len(labels)),
-          "num_steps": config.sample_steps,
-          "guidance_scale": config.guidance_scale,
-          "batch_size": config.batch_size,
-          "seed": config.seed,
-      },
-      "class_agreement": agreement,
-      "frechet": {
-          "num_images": real.num_images,
-          "distance": frechet,
-          "real_floor": real.frechet_floor,
-          "ratio": frechet / real.frechet_floor if real.frechet_floor > 0 else None,
-          "kid": kid,
-          "kid_real_floor": real.kid_floor,
-      },
-      "timings_s": timings,
-  }
-  return model_metrics, samples
-
-
-def _grid_images(model: _DiffusionModel, samples: np.ndarray, config: EvalConfig) -> np.ndarray:
-  """[10, grid_seeds, 28, 28, 1]: the scored samples when there are enough, else fresh ones."""
-  if config.samples_per_class >= config.grid_seeds:
-    per_digit = samples.reshape(NUM_CLASSES, config.samples_per_class, *samples.shape[1:])
-    return per_digit[:, :config.grid_seeds]
-  labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), config.grid_seeds)
-  grid = model.sample(labels, config.guidance_scale, config.sample_steps, config.seed)
-  return grid.reshape(NUM_CLASSES, config.grid_seeds, *grid.shape[1:])
+def _diffusion_model(model: types.Artifact, config: EvalConfig) -> evaluation_lib.DiffusionModel:
+  return evaluation_lib.DiffusionModel(path_utils.serving_model_path(model.uri), config.batch_size)
 
 
 def _same_artifact(a: types.Artifact, b: types.Artifact) -> bool:
   return bool(a.id and a.id == b.id) or a.uri == b.uri
-
-
-def _json_safe(value: Any) -> Any:
-  """Replaces non-finite floats by None (strict JSON) and numpy scalars by Python ones."""
-  if isinstance(value, dict):
-    return {key: _json_safe(item) for key, item in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_safe(item) for item in value]
-  if isinstance(value, (np.floating, float)):
-    return float(value) if math.isfinite(value) else None
-  if isinstance(value, np.integer):
-    return int(value)
-  return value
 
 
 def _write_blessing(blessing: types.Artifact, candidate: types.Artifact,
@@ -333,22 +130,19 @@ class Executor(base_executor.BaseExecutor):
     evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
     blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
 
-    judge = _Judge(classifier.uri, config.batch_size)
+    judge = evaluation_lib.Judge(path_utils.serving_model_path(classifier.uri), config.batch_size)
     num_samples = NUM_CLASSES * config.samples_per_class
     timings: Dict[str, float] = {}
-    with _timed("reading data and the real-vs-real floor", timings, "real_data"):
+    with evaluation_lib.timed("reading data and the real-vs-real floor", timings, "real_data"):
       eval_images, _ = read_split(examples, "eval")
-      # Real-vs-real floor: as many train images as samples, against as many eval images.
       train_images, _ = read_split(examples, "train", limit=num_samples)
-      num_fid = min(num_samples, len(eval_images), len(train_images))
-      eval_features = judge(eval_images[_pick(num_fid, len(eval_images), config.seed)])[1]
-      train_features = judge(train_images[_pick(num_fid, len(train_images), config.seed)])[1]
-      real = _RealData(eval_images, eval_features, train_features, config.seed)
+      real = evaluation_lib.RealData.from_images(eval_images, train_images, judge, num_samples,
+                                                 config.seed)
     logging.info("DiffusionEvaluator: %d eval images, %d images per side for Frechet distance",
-                 len(eval_images), num_fid)
+                 len(eval_images), real.num_images)
 
-    candidate_model = _DiffusionModel(candidate.uri, config.batch_size)
-    candidate_metrics, samples = _evaluate_model(candidate_model, judge, real, config)
+    candidate_model = _diffusion_model(candidate, config)
+    candidate_metrics, samples = evaluation_lib.evaluate_model(candidate_model, judge, real, config)
     baseline_metrics = None
     same_as_candidate = baseline is not None and _same_artifact(candidate, baseline)
     if same_as_candidate:
@@ -356,14 +150,14 @@ class Executor(base_executor.BaseExecutor):
       baseline_metrics = candidate_metrics
     elif baseline is not None:
       logging.info("DiffusionEvaluator: evaluating baseline %s", baseline.uri)
-      baseline_model = _DiffusionModel(baseline.uri, config.batch_size)
-      baseline_metrics, _ = _evaluate_model(baseline_model, judge, real, config)
+      baseline_model = _diffusion_model(baseline, config)
+      baseline_metrics, _ = evaluation_lib.evaluate_model(baseline_model, judge, real, config)
 
     blessed, reasons = metrics_lib.decide_blessing(candidate_metrics, baseline_metrics, config)
     for reason in reasons:
       logging.info("DiffusionEvaluator: %s", reason)
 
-    results = _json_safe({
+    results = evaluation_lib.json_safe({
         "candidate": candidate_metrics,
         "baseline": baseline_metrics,
         "reference": metrics_lib.REFERENCE_DENOISING,
@@ -384,7 +178,7 @@ class Executor(base_executor.BaseExecutor):
     })
     io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_FILE_NAME),
                                json.dumps(results, indent=2, sort_keys=True))
-    grid = report.sample_grid(_grid_images(candidate_model, samples, config))
+    grid = report.sample_grid(evaluation_lib.grid_images(candidate_model, samples, config))
     io_utils.write_bytes_file(os.path.join(evaluation.uri, SAMPLE_GRID_FILE_NAME),
                               report.png_bytes(grid))
     io_utils.write_string_file(os.path.join(evaluation.uri, REPORT_FILE_NAME),

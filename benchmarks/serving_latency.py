@@ -1,0 +1,272 @@
+"""Serving latency of the exported in-graph sampler vs a Python-loop sampler, per (batch, steps).
+
+  python -m benchmarks.serving_latency --model-dir runs/serving_model --profile cpu \
+      --batch-sizes 1 10 100 --steps 10 20 50 --repeats 5 --guidance 1.5
+--model-dir is a SavedModel or a serving directory (its highest numeric version is used). The
+exported sampler runs in a fresh process that imports only TensorFlow, as a server would load it.
+The baseline is the usual tutorial loop: a Python `for` over steps, each an eager call of the same
+U-Net (built from --profile, weights restored from the SavedModel), with the same DDIM + guidance
+math. Its timing leaves out drawing the initial noise, which only flatters the baseline.
+Writes benchmarks/results/serving_latency.json and prints a markdown table.
+"""
+
+from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+from typing import List, Optional, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import machine  # noqa: E402
+from pipeline import config as config_lib  # noqa: E402
+from pipeline.config import NUM_CLASSES  # noqa: E402
+from serving.client import resolve_model_dir  # noqa: E402
+from trainer_module import export  # noqa: E402
+from trainer_module import samplers  # noqa: E402
+from trainer_module import schedule as schedule_lib  # noqa: E402
+from trainer_module import transform  # noqa: E402
+from trainer_module.unet import build_unet  # noqa: E402
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULT_FILE_NAME = "serving_latency.json"
+_PROJECT_PACKAGES = ("pipeline", "components", "trainer_module", "serving", "benchmarks")
+# Targets printed beside the figures (not asserted).
+TARGET_BATCH, TARGET_STEPS, TARGET_P50_S = 10, 20, 1.0
+TARGET_SPEEDUP = 2.0
+
+# The child: TensorFlow only, so the numbers are what a server that never saw this project gets.
+_FRESH_PROCESS_SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import tensorflow as tf
+    request = json.loads(sys.argv[2])
+    start = time.perf_counter()
+    loaded = tf.saved_model.load(sys.argv[1])
+    load_seconds = time.perf_counter() - start
+    serve = loaded.signatures["serving_default"]
+
+    def call(batch_size, num_steps, seed):
+      start = time.perf_counter()
+      outputs = serve(labels=tf.constant([i % 10 for i in range(batch_size)], tf.int32),
+                      guidance_scale=tf.constant(request["guidance_scale"], tf.float32),
+                      num_steps=tf.constant(num_steps, tf.int32), seed=tf.constant(seed, tf.int32))
+      outputs["images"].numpy()
+      return time.perf_counter() - start
+
+    first_call_seconds = call(1, 1, 0)
+    runs = []
+    for batch_size, num_steps in request["grid"]:
+      call(batch_size, num_steps, 0)  # warm-up: kernels and buffers for this shape
+      seconds = [call(batch_size, num_steps, 1 + r) for r in range(request["repeats"])]
+      runs.append({"batch_size": batch_size, "num_steps": num_steps, "seconds": seconds})
+    print(json.dumps({
+        "tensorflow": tf.__version__, "load_seconds": load_seconds,
+        "first_call_seconds": first_call_seconds, "runs": runs,
+        "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in PROJECT_PACKAGES),
+    }))
+""").replace("PROJECT_PACKAGES", repr(_PROJECT_PACKAGES))
+
+
+def time_in_fresh_process(model_dir: str, grid: Sequence[Sequence[int]], repeats: int,
+                          guidance_scale: float) -> dict:
+  """Times serving_default in a new interpreter that imports only TensorFlow; returns its JSON."""
+  model_dir = os.path.abspath(model_dir)
+  request = {"grid": [list(cell) for cell in grid], "repeats": repeats,
+             "guidance_scale": guidance_scale}
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
+  result = subprocess.run(
+      [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, model_dir, json.dumps(request)],
+      cwd=os.path.dirname(model_dir), env=env, capture_output=True, text=True, check=False)
+  if result.returncode != 0:
+    raise RuntimeError(f"fresh process failed ({result.returncode}):\n{result.stderr[-3000:]}")
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def restore_unet(saved_model_dir: str, unet_config: config_lib.UNetConfig):
+  """A U-Net built from `unet_config` holding the exported weights (`model_variables` is saved in
+  the order of `model.variables`)."""
+  model = build_unet(unet_config)
+  exported = tf.saved_model.load(saved_model_dir).model_variables
+  shapes = [tuple(v.shape) for v in model.variables]
+  exported_shapes = [tuple(v.shape) for v in exported]
+  if shapes != exported_shapes:
+    raise ValueError(f"{saved_model_dir} does not hold weights of this U-Net ({len(exported)} vs "
+                     f"{len(shapes)} variables): is --profile the one it was trained with?")
+  for variable, value in zip(model.variables, exported):
+    variable.assign(value)
+  return model
+
+
+class PythonLoopSampler:
+  """The tutorial sampler: DDIM (eta 0) with classifier-free guidance, one eager U-Net call per
+  step from a Python loop. Same math as samplers.sample(sampler="ddim")."""
+
+  def __init__(self, model, diffusion: config_lib.DiffusionConfig, null_label: int):
+    self.model = model
+    self._schedule = export.schedule_from_config(diffusion)
+    self._prediction = diffusion.prediction
+    self._null_label = null_label
+
+  def sample(self, noise: tf.Tensor, labels, num_steps: int, guidance_scale: float) -> np.ndarray:
+    """Images [N, 28, 28, 1] in [0, 1] from model-space `noise` [N, 28, 28, 1]."""
+    labels = tf.constant(labels, tf.int32)
+    guidance_scale = tf.constant(guidance_scale, tf.float32)
+    batch_size = noise.shape[0]
+    step_size = 1.0 / tf.cast(num_steps, tf.float32)
+    noisy_images = noise
+    pred_images = tf.zeros_like(noise)
+    for step in range(num_steps):
+      times = 1.0 - tf.cast(step, tf.float32) * step_size
+      signal_rates, noise_rates = self._schedule.rates(times)
+      next_signal_rates, next_noise_rates = self._schedule.rates(times - step_size)
+      predictions = samplers.guided_prediction(
+          self.model, noisy_images, tf.fill([batch_size], times), labels, guidance_scale,
+          self._null_label)
+      pred_images, _ = schedule_lib.split_prediction(predictions, noisy_images, signal_rates,
+                                                     noise_rates, self._prediction)
+      pred_images = tf.clip_by_value(pred_images, -1.0, 1.0)
+      pred_noises = (noisy_images - signal_rates * pred_images) / noise_rates
+      noisy_images = next_signal_rates * pred_images + next_noise_rates * pred_noises
+    return transform.to_unit_range(pred_images).numpy()
+
+  def generate(self, labels, num_steps: int, guidance_scale: float, seed: int) -> np.ndarray:
+    """The exported signature's contract: the same initial noise for the same (seed, index)."""
+    noise = samplers.initial_noise(tf.constant(seed, tf.int32), len(labels))
+    return self.sample(noise, labels, num_steps, guidance_scale)
+
+
+def _summary(seconds: Sequence[float], batch_size: int) -> dict:
+  p50 = float(np.percentile(seconds, 50))
+  return {"p50_s": p50, "p95_s": float(np.percentile(seconds, 95)),
+          "mean_s": float(np.mean(seconds)), "images_per_second": batch_size / p50,
+          "seconds": [float(s) for s in seconds]}
+
+
+def time_python_loop(sampler: PythonLoopSampler, grid: Sequence[Sequence[int]], repeats: int,
+                     guidance_scale: float) -> List[dict]:
+  runs = []
+  for batch_size, num_steps in grid:
+    labels = np.arange(batch_size) % NUM_CLASSES
+    seconds = []
+    for repeat in range(repeats + 1):  # the first is a warm-up
+      noise = samplers.initial_noise(tf.constant(repeat, tf.int32), batch_size)
+      start = time.perf_counter()
+      sampler.sample(noise, labels, num_steps, guidance_scale)
+      if repeat:
+        seconds.append(time.perf_counter() - start)
+    runs.append({"batch_size": batch_size, "num_steps": num_steps, "seconds": seconds})
+  return runs
+
+
+def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequence[int],
+            steps: Sequence[int], repeats: int, guidance_scale: float) -> dict:
+  model_dir = resolve_model_dir(model_dir)
+  grid = [(b, s) for b in batch_sizes for s in steps]
+  fresh = time_in_fresh_process(model_dir, grid, repeats, guidance_scale)
+  model = restore_unet(model_dir, config.unet)
+  loop_sampler = PythonLoopSampler(model, config.diffusion, config.sampler.null_label)
+  loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
+  # Guidance doubles the batch: two forward passes per image and step.
+  flops_per_image_step = 2.0 * machine.forward_flops(model, 1)
+  machine_rate = machine.matmul_flops_per_second()
+  rows = []
+  for graph_run, loop_run in zip(fresh["runs"], loop_runs):
+    batch_size, num_steps = graph_run["batch_size"], graph_run["num_steps"]
+    in_graph = _summary(graph_run["seconds"], batch_size)
+    python_loop = _summary(loop_run["seconds"], batch_size)
+    achieved = in_graph["images_per_second"] * num_steps * flops_per_image_step
+    rows.append({
+        "batch_size": batch_size, "num_steps": num_steps, "in_graph": in_graph,
+        "python_loop": python_loop, "speedup_p50": python_loop["p50_s"] / in_graph["p50_s"],
+        "in_graph_gflops": achieved / 1e9, "in_graph_share_of_matmul_rate": achieved / machine_rate,
+    })
+  target_row = next((r for r in rows if (r["batch_size"], r["num_steps"]) ==
+                     (TARGET_BATCH, TARGET_STEPS)), None)
+  min_speedup = min(r["speedup_p50"] for r in rows)
+  return {
+      "model_dir": model_dir, "profile": config.profile, "guidance_scale": guidance_scale,
+      "repeats": repeats, "parameters": model.count_params(),
+      "forward_gflop_per_image": flops_per_image_step / 2.0 / 1e9,
+      "gflop_per_image_step": flops_per_image_step / 1e9,
+      "machine_matmul_gflops": machine_rate / 1e9,
+      "fresh_process": {key: fresh[key] for key in
+                        ("tensorflow", "load_seconds", "first_call_seconds", "project_modules")},
+      "rows": rows,
+      "targets": {
+          "p50_10_digits_20_steps_under_1s": {
+              "target_s": TARGET_P50_S,
+              "observed_s": target_row["in_graph"]["p50_s"] if target_row else None,
+              "met": target_row["in_graph"]["p50_s"] < TARGET_P50_S if target_row else None},
+          "in_graph_speedup_at_least_2x": {
+              "target": TARGET_SPEEDUP, "observed_min": min_speedup,
+              "met": min_speedup >= TARGET_SPEEDUP},
+      },
+  }
+
+
+def markdown_table(result: dict) -> str:
+  lines = ["| batch | steps | in-graph p50 (s) | p95 (s) | images/s | Python loop p50 (s) "
+           "| p95 (s) | images/s | speed-up | in-graph GFLOP/s | share of matmul rate |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for row in result["rows"]:
+    graph, loop = row["in_graph"], row["python_loop"]
+    lines.append(
+        f"| {row['batch_size']} | {row['num_steps']} | {graph['p50_s']:.3f} | {graph['p95_s']:.3f} "
+        f"| {graph['images_per_second']:.1f} | {loop['p50_s']:.3f} | {loop['p95_s']:.3f} "
+        f"| {loop['images_per_second']:.1f} | {row['speedup_p50']:.2f}x "
+        f"| {row['in_graph_gflops']:.2f} | {row['in_graph_share_of_matmul_rate']:.1%} |")
+  return "\n".join(lines)
+
+
+def _met(value: Optional[bool]) -> str:
+  return "not measured" if value is None else ("met" if value else "NOT met")
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else list(argv)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model-dir", required=True,
+                      help="SavedModel, or serving dir whose highest numeric version is used")
+  parser.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES),
+                      help="the U-Net and diffusion config the model was trained with")
+  parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 10, 100])
+  parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--guidance", type=float, default=1.5)
+  parser.add_argument("--results-dir", default=RESULTS_DIR)
+  args = parser.parse_args(argv)
+  result = {"command": shlex.join(["python", "-m", "benchmarks.serving_latency", *argv]),
+            "machine": machine.describe(),
+            **measure(args.model_dir, config_lib.profile(args.profile), args.batch_sizes,
+                      args.steps, args.repeats, args.guidance)}
+  os.makedirs(args.results_dir, exist_ok=True)
+  path = os.path.join(args.results_dir, RESULT_FILE_NAME)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(markdown_table(result))
+  print()
+  fresh = result["fresh_process"]
+  print(f"model {result['model_dir']}: {result['parameters']} parameters, "
+        f"{result['gflop_per_image_step']:.4g} GFLOP per image and step (guided), machine matmul "
+        f"{result['machine_matmul_gflops']:.4g} GFLOP/s; fresh process: load "
+        f"{fresh['load_seconds']:.2f} s, first call {fresh['first_call_seconds']:.2f} s")
+  latency, speedup = (result["targets"]["p50_10_digits_20_steps_under_1s"],
+                      result["targets"]["in_graph_speedup_at_least_2x"])
+  observed = "n/a" if latency["observed_s"] is None else f"{latency['observed_s']:.3f} s"
+  print(f"target: {TARGET_BATCH} digits at {TARGET_STEPS} steps p50 < {TARGET_P50_S:g} s: "
+        f"{observed} ({_met(latency['met'])})")
+  print(f"target: in-graph >= {TARGET_SPEEDUP:g}x faster than the Python loop: lowest "
+        f"{speedup['observed_min']:.2f}x ({_met(speedup['met'])})")
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()

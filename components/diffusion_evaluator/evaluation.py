@@ -1,0 +1,307 @@
+"""The evaluation protocol on SavedModel directories and arrays, with no TFX in sight.
+
+The DiffusionEvaluator's executor adapts TFX artifacts to these functions; the benchmarks
+(benchmarks/quality.py) call them directly, so both measure exactly the same thing.
+"""
+
+from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+
+import contextlib  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple  # noqa: E402
+
+from absl import logging  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
+from pipeline.config import EvalConfig  # noqa: E402
+from pipeline.config import IMAGE_KEY  # noqa: E402
+from pipeline.config import IMAGE_SIZE  # noqa: E402
+from pipeline.config import LABEL_KEY  # noqa: E402
+from pipeline.config import NUM_CLASSES  # noqa: E402
+
+# Judge: images [N, 28, 28, 1] in [0, 1] -> (predicted classes [N], features [N, D]).
+JudgeFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+
+
+@contextlib.contextmanager
+def timed(what: str, timings: Dict[str, float], key: str) -> Iterator[None]:
+  logging.info("DiffusionEvaluator: %s ...", what)
+  start = time.monotonic()
+  yield
+  timings[key] = round(time.monotonic() - start, 3)
+  logging.info("DiffusionEvaluator: %s took %.1f s", what, timings[key])
+
+
+def read_split_dir(split_uri: str, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """The first `limit` (None = all) examples of one split directory of gzip TFRecords (ExampleGen's
+  Split-<name>): images [N, 28, 28, 1] in [0, 1], labels [N]."""
+  files = sorted(tf.io.gfile.glob(os.path.join(split_uri, "*.gz")))
+  if not files:
+    raise ValueError(f"No *.gz TFRecord files in {split_uri}")
+  feature_spec = {
+      IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_SIZE * IMAGE_SIZE], tf.int64),
+      LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+  }
+  dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+  if limit is not None:
+    dataset = dataset.take(limit)
+  dataset = dataset.batch(1024).map(lambda records: tf.io.parse_example(records, feature_spec))
+  images, labels = [], []
+  for batch in dataset.as_numpy_iterator():
+    images.append(batch[IMAGE_KEY])
+    labels.append(batch[LABEL_KEY])
+  if not images:
+    raise ValueError(f"Split at {split_uri} has no examples")
+  images = np.concatenate(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
+  return images.astype(np.float32) / 255.0, np.concatenate(labels).astype(np.int32)
+
+
+def batches(count: int, batch_size: int) -> Iterator[Tuple[int, slice]]:
+  for index, start in enumerate(range(0, count, batch_size)):
+    yield index, slice(start, min(start + batch_size, count))
+
+
+class DiffusionModel:
+  """The diffusion SavedModel's two signatures, called in batches."""
+
+  def __init__(self, saved_model_dir: str, batch_size: int):
+    logging.info("DiffusionEvaluator: loading diffusion model %s", saved_model_dir)
+    # Keep the loaded object: its signatures hold only weak references to the variables.
+    self._loaded = tf.saved_model.load(saved_model_dir)
+    self._sample = self._loaded.signatures["serving_default"]
+    self._denoise = self._loaded.signatures["denoise"]
+    # The exported sampler rejects requests above its max_batch variable (when it has one).
+    max_batch = getattr(self._loaded, "max_batch", None)
+    if isinstance(max_batch, tf.Variable):
+      batch_size = min(batch_size, int(max_batch.numpy()))
+    self._batch_size = batch_size
+
+  def sample(self, labels: np.ndarray, guidance_scale: float, num_steps: int,
+             seed: int) -> np.ndarray:
+    """Float images [N, 28, 28, 1] in [0, 1]; batch i is drawn with seed `seed + i`."""
+    images = []
+    for index, rows in batches(len(labels), self._batch_size):
+      outputs = self._sample(
+          labels=tf.constant(labels[rows], tf.int32),
+          guidance_scale=tf.constant(guidance_scale, tf.float32),
+          num_steps=tf.constant(num_steps, tf.int32),
+          seed=tf.constant(seed + index, tf.int32))
+      images.append(outputs["images_float"].numpy())
+    return np.concatenate(images).astype(np.float32)
+
+  def denoise(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
+    denoised = []
+    for _, rows in batches(len(noisy), self._batch_size):
+      outputs = self._denoise(noisy_images=tf.constant(noisy[rows], tf.float32),
+                              noise_sigma=tf.constant(sigma, tf.float32))
+      denoised.append(outputs["denoised_images"].numpy())
+    return np.concatenate(denoised).astype(np.float32)
+
+  @property
+  def sampler(self) -> str:
+    """"ddim", "ancestral" (fixed at export) or "unknown"."""
+    return exported_sampler(self._loaded)
+
+
+class Judge:
+  """The classifier SavedModel: predicted classes and penultimate features, in batches."""
+
+  def __init__(self, saved_model_dir: str, batch_size: int):
+    logging.info("DiffusionEvaluator: loading classifier %s", saved_model_dir)
+    self._loaded = tf.saved_model.load(saved_model_dir)
+    self._classify = self._loaded.signatures["serving_default"]
+    self._batch_size = batch_size
+
+  def __call__(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    predicted, features = [], []
+    for _, rows in batches(len(images), self._batch_size):
+      outputs = self._classify(images=tf.constant(images[rows], tf.float32))
+      predicted.append(np.argmax(outputs["logits"].numpy(), axis=-1))
+      features.append(outputs["features"].numpy())
+    return np.concatenate(predicted).astype(np.int32), np.concatenate(features)
+
+
+class RealData:
+  """Eval-split images and what every model is compared against (computed once, shared)."""
+
+  def __init__(self, eval_images: np.ndarray, eval_features: np.ndarray,
+               train_features: np.ndarray, seed: int):
+    self.eval_images = eval_images
+    self.eval_features = eval_features  # judge features of `num_images` eval images
+    self.num_images = len(eval_features)
+    self.frechet_floor = metrics_lib.frechet_distance(train_features, eval_features)
+    self.kid_floor = metrics_lib.kernel_inception_distance(train_features, eval_features, seed=seed)
+
+  @classmethod
+  def from_images(cls, eval_images: np.ndarray, train_images: np.ndarray, judge: JudgeFn,
+                  num_samples: int, seed: int) -> "RealData":
+    """Real-vs-real floor: as many train images as samples, against as many eval images."""
+    num_fid = min(num_samples, len(eval_images), len(train_images))
+    eval_features = judge(eval_images[pick(num_fid, len(eval_images), seed)])[1]
+    train_features = judge(train_images[pick(num_fid, len(train_images), seed)])[1]
+    return cls(eval_images, eval_features, train_features, seed)
+
+
+def pick(count: int, available: int, seed: int) -> np.ndarray:
+  """Indices of a seeded random subset of size `count` (all, in order, when count == available)."""
+  if count >= available:
+    return np.arange(available)
+  return np.sort(np.random.default_rng(seed).choice(available, count, replace=False))
+
+
+def sample_labels(config: EvalConfig) -> np.ndarray:
+  return np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), config.samples_per_class)
+
+
+def denoising_metrics(model: DiffusionModel, real: RealData, config: EvalConfig,
+                      timings: Dict[str, float]) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+  """The reference protocol at `denoise_sigma`, and the PSNR-vs-noise curve."""
+  eval_images = real.eval_images
+  clean = eval_images[:config.denoise_num_images]  # None = all
+  with timed(f"reference denoising at sigma {config.denoise_sigma} on {len(clean)} images",
+             timings, "denoising"):
+    noisy = metrics_lib.add_noise(clean, config.denoise_sigma, config.seed)
+    denoising = metrics_lib.denoising_metrics(clean, model.denoise(noisy, config.denoise_sigma))
+    denoising = {"sigma": config.denoise_sigma, **denoising}
+  logging.info("DiffusionEvaluator: MSE %.5f, RMSE %.4f, PSNR %.2f dB (reference: %s)",
+               denoising["mse"], denoising["rmse"], denoising["psnr"],
+               metrics_lib.REFERENCE_DENOISING)
+
+  curve = []
+  with timed(f"PSNR-vs-noise curve at sigmas {config.denoise_curve_sigmas}", timings,
+             "denoising_curve"):
+    clean = eval_images[:config.denoise_curve_num_images]
+    for sigma in config.denoise_curve_sigmas:
+      noisy = metrics_lib.add_noise(clean, sigma, config.seed)
+      point = metrics_lib.denoising_metrics(clean, model.denoise(noisy, sigma))
+      curve.append({"sigma": sigma, **point})
+  return denoising, curve
+
+
+def sampling_metrics(model: DiffusionModel, judge: JudgeFn, real: RealData, config: EvalConfig,
+                     timings: Dict[str, float]) -> Tuple[Dict[str, Any], np.ndarray]:
+  """Guided samples at (sample_steps, guidance_scale), judged: agreement, Frechet and KID."""
+  labels = sample_labels(config)
+  with timed(f"{len(labels)} guided samples ({config.sample_steps} steps, guidance "
+             f"{config.guidance_scale})", timings, "sampling"):
+    samples = model.sample(labels, config.guidance_scale, config.sample_steps, config.seed)
+
+  with timed("judging the samples", timings, "judging"):
+    predicted, sample_features = judge(samples)
+    agreement = metrics_lib.class_agreement(predicted, labels)
+    picked = pick(real.num_images, len(samples), config.seed)
+    frechet = metrics_lib.frechet_distance(sample_features[picked], real.eval_features)
+    kid = metrics_lib.kernel_inception_distance(sample_features[picked], real.eval_features,
+                                                seed=config.seed)
+  logging.info("DiffusionEvaluator: class agreement %.3f, Frechet %.3f (floor %.3f)",
+               agreement["overall"], frechet, real.frechet_floor)
+  return {
+      "sampling": {
+          "samples_per_class": config.samples_per_class,
+          "num_samples": int(len(labels)),
+          "num_steps": config.sample_steps,
+          "guidance_scale": config.guidance_scale,
+          "batch_size": config.batch_size,
+          "seed": config.seed,
+      },
+      "class_agreement": agreement,
+      "frechet": {
+          "num_images": real.num_images,
+          "distance": frechet,
+          "real_floor": real.frechet_floor,
+          "ratio": frechet / real.frechet_floor if real.frechet_floor > 0 else None,
+          "kid": kid,
+          "kid_real_floor": real.kid_floor,
+      },
+  }, samples
+
+
+def evaluate_model(model: DiffusionModel, judge: JudgeFn, real: RealData,
+                   config: EvalConfig) -> Tuple[Dict[str, Any], np.ndarray]:
+  """One diffusion model's metrics under the fixed protocol and seeds, and its samples."""
+  timings: Dict[str, float] = {}
+  denoising, curve = denoising_metrics(model, real, config, timings)
+  sampled, samples = sampling_metrics(model, judge, real, config, timings)
+  model_metrics = {"denoising": denoising, "denoising_curve": curve, **sampled,
+                   "timings_s": timings}
+  return model_metrics, samples
+
+
+def grid_images(model: DiffusionModel, samples: np.ndarray, config: EvalConfig) -> np.ndarray:
+  """[10, grid_seeds, 28, 28, 1]: the scored samples when there are enough, else fresh ones."""
+  if config.samples_per_class >= config.grid_seeds:
+    per_digit = samples.reshape(NUM_CLASSES, config.samples_per_class, *samples.shape[1:])
+    return per_digit[:, :config.grid_seeds]
+  labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), config.grid_seeds)
+  grid = model.sample(labels, config.guidance_scale, config.sample_steps, config.seed)
+  return grid.reshape(NUM_CLASSES, config.grid_seeds, *grid.shape[1:])
+
+
+def json_safe(value: Any) -> Any:
+  """Replaces non-finite floats by None (strict JSON) and numpy scalars by Python ones."""
+  if isinstance(value, dict):
+    return {key: json_safe(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(item) for item in value]
+  if isinstance(value, (np.floating, float)):
+    return float(value) if math.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+SAMPLER_UNKNOWN = "unknown"
+_RANDOM_OPS = ("StatelessRandomNormalV2", "StatelessRandomNormal", "RandomStandardNormal")
+
+
+def exported_sampler(loaded) -> str:
+  """Which sampler a loaded diffusion SavedModel runs ("ddim", "ancestral" or "unknown").
+
+  It is fixed at export and not saved as a value, so it is read off the serving graph: the
+  sampler's step loop is the largest while-loop body (it holds the U-Net), and only the ancestral
+  sampler draws random numbers inside it.
+  """
+  signature = loaded.signatures["serving_default"]
+  graph_def = signature.graph.as_graph_def()
+  functions = {f.signature.name: f for f in graph_def.library.function}
+
+  def called(nodes) -> List[str]:
+    names = []
+    for node in nodes:
+      for value in node.attr.values():
+        if value.HasField("func"):
+          names.append(value.func.name)
+        names.extend(f.name for f in value.list.func)
+    return [name for name in names if name in functions]
+
+  def loop_bodies(nodes) -> List[str]:
+    return [node.attr["body"].func.name for node in nodes
+            if node.op in ("While", "StatelessWhile") and node.attr["body"].func.name in functions]
+
+  # Every While op reachable from the signature, nested ones included.
+  bodies, seen, pending = [], set(), [graph_def.node]
+  while pending:
+    nodes = pending.pop()
+    bodies += loop_bodies(nodes)
+    for name in called(nodes):
+      if name not in seen:
+        seen.add(name)
+        pending.append(functions[name].node_def)
+  if not bodies:
+    return SAMPLER_UNKNOWN
+  step_body = max(bodies, key=lambda name: len(functions[name].node_def))
+
+  reached, pending = {step_body}, [step_body]
+  while pending:
+    function = functions[pending.pop()]
+    if any(node.op in _RANDOM_OPS for node in function.node_def):
+      return "ancestral"
+    for name in called(function.node_def):
+      if name not in reached:
+        reached.add(name)
+        pending.append(name)
+  return "ddim"

@@ -1,0 +1,142 @@
+"""The serving-latency and quality benchmarks, run end to end in a tiny configuration.
+
+One smoke-profile sampler is exported per module (~20 s). Its weights are seeded first: a fresh
+U-Net's zero-initialised output conv predicts zero everywhere, and then labels and guidance would
+not reach the images, so the Python-loop-vs-exported comparison would pin much less.
+"""
+
+from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import machine  # noqa: E402
+from benchmarks import quality  # noqa: E402
+from benchmarks import serving_latency  # noqa: E402
+from components.diffusion_evaluator import evaluation  # noqa: E402
+import fake_models  # noqa: E402  (tests/ is on sys.path)
+from pipeline import config as config_lib  # noqa: E402
+from trainer_module import export  # noqa: E402
+from trainer_module.unet import build_unet  # noqa: E402
+
+_CONFIG = config_lib.profile("smoke")
+
+
+def _seeded_unet(seed: int = 0):
+  model = build_unet(_CONFIG.unet)
+  for index, weight in enumerate(model.weights):
+    weight.assign(0.3 * tf.random.stateless_normal(weight.shape, seed=[seed, index]))
+  return model
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tmp_path_factory):
+  export_dir = str(tmp_path_factory.mktemp("export") / "sampler")
+  export.export_sampler(_seeded_unet(), _CONFIG.diffusion, _CONFIG.sampler, export_dir)
+  return export_dir
+
+
+@pytest.fixture(scope="module")
+def fakes(tmp_path_factory):
+  root = tmp_path_factory.mktemp("fakes")
+  fake_models.write_fake_examples(str(root / "examples"), num_train=40, num_eval=20)
+  return {"examples": str(root / "examples"),
+          "classifier": fake_models.save_fake_classifier(str(root / "classifier"))}
+
+
+def test_python_loop_sampler_matches_exported_sampler(exported_dir):
+  loaded = tf.saved_model.load(exported_dir)
+  sampler = serving_latency.PythonLoopSampler(
+      serving_latency.restore_unet(exported_dir, _CONFIG.unet), _CONFIG.diffusion,
+      _CONFIG.sampler.null_label)
+  labels = np.array([0, 3, 7, 10], np.int32)
+  for guidance_scale, num_steps in ((1.5, 3), (0.0, 2)):
+    expected = loaded.signatures["serving_default"](
+        labels=tf.constant(labels), guidance_scale=tf.constant(guidance_scale),
+        num_steps=tf.constant(num_steps), seed=tf.constant(5))["images_float"].numpy()
+    images = sampler.generate(labels, num_steps, guidance_scale, seed=5)
+    assert images.shape == expected.shape == (4, 28, 28, 1)
+    np.testing.assert_allclose(images, expected, atol=1e-4)
+    assert np.abs(images[0] - images[1]).max() > 0.1  # the comparison is not between constants
+
+
+def test_restore_unet_rejects_another_profiles_network(exported_dir):
+  with pytest.raises(ValueError, match="--profile"):
+    serving_latency.restore_unet(exported_dir, config_lib.profile("cpu").unet)
+
+
+def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, capsys):
+  # Measuring the matmul rate takes seconds and is machine.py's business, not this test's.
+  monkeypatch.setattr(machine, "matmul_flops_per_second", lambda: 1e10)
+  serving_dir = tmp_path / "serving"  # the Pusher's layout: numeric versions
+  shutil.copytree(exported_dir, serving_dir / "3")
+  shutil.copytree(exported_dir, serving_dir / "7")
+  serving_latency.main(["--model-dir", str(serving_dir), "--profile", "smoke", "--batch-sizes",
+                        "1", "2", "--steps", "2", "--repeats", "2", "--results-dir", str(tmp_path)])
+  with open(tmp_path / serving_latency.RESULT_FILE_NAME) as f:
+    result = json.load(f)
+  assert result["command"].startswith("python -m benchmarks.serving_latency --model-dir ")
+  assert set(result["machine"]) >= {"cpus", "tensorflow", "platform"}
+  assert result["model_dir"].endswith("/7")  # a serving dir resolves to its highest version
+  assert result["fresh_process"]["project_modules"] == []
+  assert result["fresh_process"]["load_seconds"] > 0
+  assert [(r["batch_size"], r["num_steps"]) for r in result["rows"]] == [(1, 2), (2, 2)]
+  for row in result["rows"]:
+    for side in ("in_graph", "python_loop"):
+      timing = row[side]
+      assert len(timing["seconds"]) == 2
+      assert 0 < timing["p50_s"] <= timing["p95_s"]
+      assert timing["images_per_second"] == pytest.approx(row["batch_size"] / timing["p50_s"])
+    assert row["speedup_p50"] == pytest.approx(
+        row["python_loop"]["p50_s"] / row["in_graph"]["p50_s"])
+    assert row["in_graph_share_of_matmul_rate"] == pytest.approx(
+        row["in_graph_gflops"] * 1e9 / 1e10)
+  assert result["gflop_per_image_step"] == pytest.approx(2 * result["forward_gflop_per_image"])
+  assert result["targets"]["p50_10_digits_20_steps_under_1s"]["met"] is None  # not in the grid
+  assert isinstance(result["targets"]["in_graph_speedup_at_least_2x"]["met"], bool)
+  assert "| batch | steps |" in capsys.readouterr().out
+
+
+def test_quality_writes_results(exported_dir, fakes, tmp_path):
+  quality.main(["--model-dir", exported_dir, "--classifier-dir", fakes["classifier"],
+                "--examples-dir", fakes["examples"], "--profile", "smoke",
+                "--samples-per-class", "2", "--steps", "2", "--guidance", "0", "1.5",
+                "--results-dir", str(tmp_path)])
+  with open(tmp_path / "quality_ddim.json") as f:
+    result = json.load(f)
+  assert result["name"] == result["sampler"] == "ddim"
+  assert result["command"].startswith("python -m benchmarks.quality --model-dir ")
+  assert result["classifier_dir"].endswith("Format-Serving")
+  assert result["data"]["num_eval_images"] == 20
+  assert result["denoising"]["sigma"] == 0.4 and result["denoising"]["num_images"] == 20
+  assert [p["sigma"] for p in result["denoising_curve"]] == list(_CONFIG.eval.denoise_curve_sigmas)
+  assert set(result["real_floor"]) == {"num_images", "frechet", "kid"}
+  assert [(c["num_steps"], c["guidance_scale"]) for c in result["combinations"]] == [
+      (2, 0.0), (2, 1.5)]
+  for combo in result["combinations"]:
+    assert combo["sampling"]["num_samples"] == 20
+    assert 0.0 <= combo["class_agreement"]["overall"] <= 1.0
+    assert set(combo["frechet"]) >= {"distance", "real_floor", "ratio", "kid"}
+    assert combo["wall_s"] > 0 and set(combo["timings_s"]) == {"sampling", "judging"}
+    assert os.path.getsize(tmp_path / combo["grid_png"]) > 0
+  with open(tmp_path / "quality_ddim.md") as f:
+    markdown = f.read()
+  assert "| steps | guidance | class agreement |" in markdown
+  assert "quality_ddim/steps2_guidance1.5.png" in markdown
+
+
+def test_exported_sampler_is_read_off_the_graph(exported_dir, tmp_path):
+  assert evaluation.exported_sampler(tf.saved_model.load(exported_dir)) == "ddim"
+  ancestral_dir = str(tmp_path / "ancestral")
+  export.export_sampler(_seeded_unet(), _CONFIG.diffusion,
+                        dataclasses.replace(_CONFIG.sampler, sampler="ancestral"), ancestral_dir)
+  assert evaluation.exported_sampler(tf.saved_model.load(ancestral_dir)) == "ancestral"
+  fake_dir = fake_models.save_fake_diffusion_model(str(tmp_path / "fake"))
+  assert evaluation.DiffusionModel(os.path.join(fake_dir, "Format-Serving"), 4).sampler == (
+      evaluation.SAMPLER_UNKNOWN)
