@@ -22,24 +22,19 @@ from benchmarks import serving_latency  # noqa: E402
 from components.diffusion_evaluator import evaluation  # noqa: E402
 import fake_models  # noqa: E402  (tests/ is on sys.path)
 from pipeline import config as config_lib  # noqa: E402
+import tiny_models  # noqa: E402
 from trainer_module import export  # noqa: E402
-from trainer_module.unet import build_unet  # noqa: E402
 
 _CONFIG = config_lib.profile("smoke")
 
 
 def _seeded_unet(seed: int = 0):
-  model = build_unet(_CONFIG.unet)
-  for index, weight in enumerate(model.weights):
-    weight.assign(0.3 * tf.random.stateless_normal(weight.shape, seed=[seed, index]))
-  return model
+  return tiny_models.seeded_tiny_unet(seed=seed, config=_CONFIG.unet)
 
 
 @pytest.fixture(scope="module")
-def exported_dir(tmp_path_factory):
-  export_dir = str(tmp_path_factory.mktemp("export") / "sampler")
-  export.export_sampler(_seeded_unet(), _CONFIG.diffusion, _CONFIG.sampler, export_dir)
-  return export_dir
+def exported_dir(smoke_export_dir):
+  return smoke_export_dir
 
 
 @pytest.fixture(scope="module")

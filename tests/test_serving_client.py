@@ -25,19 +25,14 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 from pipeline import config  # noqa: E402
 from serving import client  # noqa: E402
 from serving import grid  # noqa: E402
-from trainer_module import export  # noqa: E402
-from trainer_module.unet import build_unet  # noqa: E402
 
 _SMOKE = config.profile("smoke")
 
 
 @pytest.fixture(scope="module")
-def serving_dir(tmp_path_factory):
+def serving_dir(smoke_serving_dir):
   """The Pusher layout, <serving_dir>/<version>/, holding the tiny smoke-profile sampler."""
-  root = tmp_path_factory.mktemp("serving_model")
-  export.export_sampler(build_unet(_SMOKE.unet), _SMOKE.diffusion, _SMOKE.sampler,
-                        str(root / "1"))
-  return str(root)
+  return smoke_serving_dir
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,13 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
-from pipeline import config  # noqa: E402
 from serving import client  # noqa: E402
 from serving import warmup  # noqa: E402
-from trainer_module import export  # noqa: E402
-from trainer_module.unet import build_unet  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def exported_dir(tmp_path_factory):
-  smoke = config.profile("smoke")
-  export_dir = str(tmp_path_factory.mktemp("export") / "1")
-  export.export_sampler(build_unet(smoke.unet), smoke.diffusion, smoke.sampler, export_dir)
-  return export_dir
+def exported_dir(smoke_export_dir):
+  return smoke_export_dir
 
 
 @pytest.fixture(scope="module")
