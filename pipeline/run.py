@@ -102,8 +102,12 @@ def main(argv=None) -> int:
   print(f"[pipeline] profile {config.profile}: data {config.data.data_dir} ({config.data.source}), "
         f"root {os.path.abspath(config.pipeline_root)}, serving {os.path.abspath(config.serving_dir)}, "
         f"runner {args.runner}", flush=True)
-  runner = (tfx.orchestration.LocalDagRunner() if args.runner == "local"
-            else tfx.orchestration.experimental.BeamDagRunner())
+  if args.runner == "local":
+    runner = tfx.orchestration.LocalDagRunner()
+  else:
+    # Not exported under tfx.v1 in 1.16; this is TFX's own Beam orchestrator.
+    from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
+    runner = beam_dag_runner.BeamDagRunner()
   started = time.time()
   runner.run(definition.create_pipeline(config))
   print(f"[pipeline] done in {time.time() - started:.0f} s", flush=True)
