@@ -139,9 +139,10 @@ def checkpoint_dir_for(checkpoint_root: str, train_files: Iterable[str], config:
   """A directory that is the same for a retry of the same training (same data, same settings).
 
   TFX gives every execution a new output directory, so checkpoints there would not survive a
-  failed run; keyed by inputs and training settings, a retried Trainer resumes where it stopped.
+  failed run; keyed by inputs, training settings and the code version, a retried Trainer resumes
+  where it stopped, and a changed network never tries to load an incompatible checkpoint.
   """
-  key = json.dumps({"files": sorted(train_files), "unet": config.unet.to_dict(),
+  key = json.dumps({"files": sorted(train_files), "code": code_version(), "unet": config.unet.to_dict(),
                     "diffusion": config.diffusion.to_dict(), "train": config.train.to_dict()},
                    sort_keys=True)
   return os.path.join(checkpoint_root, hashlib.sha256(key.encode()).hexdigest()[:16])
