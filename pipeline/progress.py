@@ -14,6 +14,8 @@ from typing import Dict, List, Tuple
 _START = re.compile(r"^(?:Component|node) (\S+) is running\.$")
 _FINISH = re.compile(r"^(?:Component|node) (\S+) is finished\.$")
 _CACHED = re.compile(r"^A cached execution (\d+) is used\.$")
+# Our own components' progress messages, passed through as they are.
+_OWN_PROGRESS = re.compile(r"^DiffusionEvaluator: ")
 
 
 class ProgressHandler(logging.Handler):
@@ -36,6 +38,8 @@ class ProgressHandler(logging.Handler):
       self._current = match.group(1)
       self.started[self._current] = time.time()
       self._print(f"{self._current} started")
+    elif _OWN_PROGRESS.match(message):
+      self._print(message)
     elif _CACHED.match(message) and self._current:
       self.cached.add(self._current)
     elif match := _FINISH.match(message):
