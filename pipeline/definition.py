@@ -46,23 +46,26 @@ def create_pipeline(config: PipelineConfig,
   transform.add_upstream_node(anomaly_gate)
 
   pipeline_root = os.path.abspath(config.pipeline_root)
-  diffusion_trainer = tfx.components.Trainer(
-      run_fn=DIFFUSION_RUN_FN,
-      examples=transform.outputs["transformed_examples"],
-      transform_graph=transform.outputs["transform_graph"],
-      train_args=tfx.proto.TrainArgs(num_steps=config.train.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=0),
-      custom_config=train_lib.trainer_custom_config(
+
+  def trainer(run_fn: str, num_steps: int, custom_config: dict) -> tfx.components.Trainer:
+    # Both Trainers read the Transform's output; they differ in run_fn, steps and settings.
+    return tfx.components.Trainer(
+        run_fn=run_fn,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        train_args=tfx.proto.TrainArgs(num_steps=num_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=0),
+        custom_config=custom_config)
+
+  diffusion_trainer = trainer(
+      DIFFUSION_RUN_FN, config.train.train_steps,
+      train_lib.trainer_custom_config(
           config, train_lib.DIFFUSION_TRAINER_FIELDS,
           checkpoint_root=os.path.join(pipeline_root, "checkpoints")),
   ).with_id(DIFFUSION_TRAINER_ID)
-  classifier_trainer = tfx.components.Trainer(
-      run_fn=CLASSIFIER_RUN_FN,
-      examples=transform.outputs["transformed_examples"],
-      transform_graph=transform.outputs["transform_graph"],
-      train_args=tfx.proto.TrainArgs(num_steps=config.classifier.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=0),
-      custom_config=train_lib.trainer_custom_config(config, train_lib.CLASSIFIER_TRAINER_FIELDS),
+  classifier_trainer = trainer(
+      CLASSIFIER_RUN_FN, config.classifier.train_steps,
+      train_lib.trainer_custom_config(config, train_lib.CLASSIFIER_TRAINER_FIELDS),
   ).with_id(CLASSIFIER_TRAINER_ID)
 
   # Only diffusion models are ever blessed, so the classifier's Models never resolve here.

@@ -210,20 +210,19 @@ def decide_blessing(metrics: Mapping[str, Any], baseline_metrics: Optional[Mappi
                            f"{config.max_frechet_ratio:g}"))
   if baseline_metrics is not None:
     base_psnr, base_agreement, _ = _headline(baseline_metrics)
-    if base_psnr is None or math.isnan(base_psnr):
-      checks.append((True, "baseline psnr unavailable; psnr not compared"))
-    else:
-      bound = base_psnr - config.psnr_tolerance_db
-      checks.append((_at_least(psnr, bound),
-                     f"psnr {_fmt(psnr)} dB >= baseline {_fmt(base_psnr)} - "
-                     f"{config.psnr_tolerance_db:g} dB"))
-    if base_agreement is None or math.isnan(base_agreement):
-      checks.append((True, "baseline class agreement unavailable; agreement not compared"))
-    else:
-      bound = base_agreement - config.agreement_tolerance
-      checks.append((_at_least(agreement, bound),
-                     f"class agreement {_fmt(agreement)} >= baseline {_fmt(base_agreement)} - "
-                     f"{config.agreement_tolerance:g}"))
+    # (label, short label, unit, candidate value, baseline value, tolerance)
+    comparisons = (
+        ("psnr", "psnr", " dB", psnr, base_psnr, config.psnr_tolerance_db),
+        ("class agreement", "agreement", "", agreement, base_agreement,
+         config.agreement_tolerance),
+    )
+    for label, short_label, unit, value, base, tolerance in comparisons:
+      if base is None or math.isnan(base):
+        checks.append((True, f"baseline {label} unavailable; {short_label} not compared"))
+      else:
+        checks.append((_at_least(value, base - tolerance),
+                       f"{label} {_fmt(value)}{unit} >= baseline {_fmt(base)} - "
+                       f"{tolerance:g}{unit}"))
   else:
     checks.append((True, "no baseline model: absolute thresholds only"))
   blessed = all(passed for passed, _ in checks)
