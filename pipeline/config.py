@@ -126,6 +126,8 @@ class SamplerConfig(_JsonMixin):
   max_steps: int = 1000
   max_batch: int = 256
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
+  # Seed of the `denoise` signature's draws for clipped pixels (trainer_module/clipped_noise.py).
+  denoise_seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

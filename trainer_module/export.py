@@ -6,6 +6,7 @@ Signatures:
          images_float float32 [N, 28, 28, 1] in [0, 1]
   denoise(noisy_images float32 [N, 28, 28, 1] in [0, 1], noise_sigma float32 [])
       -> denoised_images float32 [N, 28, 28, 1] in [0, 1]: one-step x0 estimate, unconditional.
+      Pixels exactly at 0 or 1 are taken as clipped and un-clipped first (clipped_noise.py).
 Labels are 0..9, or NULL_LABEL (10) for an unconditional sample. Bad requests fail inside the
 graph with InvalidArgument. Only TensorFlow ops: the model loads where this project is not installed.
 """
@@ -13,6 +14,7 @@ graph with InvalidArgument. Only TensorFlow ops: the model loads where this proj
 import tensorflow as tf
 
 from pipeline.config import (IMAGE_SIZE, NUM_CLASSES, DiffusionConfig, SamplerConfig)
+from trainer_module import clipped_noise
 from trainer_module import samplers
 from trainer_module import schedule as schedule_lib
 from trainer_module import transform
@@ -76,11 +78,12 @@ class GuidedSamplerModule(tf.Module):
             "images_float": transform.to_unit_range(pred_images)}
 
   def denoise_unit_range(self, noisy_images, noise_sigma):
-    """One-step denoising of images in [0, 1] carrying Gaussian noise of std `noise_sigma`."""
+    """One-step denoising of images carrying Gaussian noise of std `noise_sigma`, clipped or not."""
     with tf.control_dependencies([
         tf.debugging.assert_non_negative(noise_sigma, message="noise_sigma must be >= 0"),
         tf.debugging.assert_all_finite(noisy_images, message="noisy_images must be finite")]):
-      noisy = transform.from_unit_range(noisy_images)
+      noisy = transform.from_unit_range(clipped_noise.unclip(
+          noisy_images, noise_sigma, tf.constant([self._sampler.denoise_seed, 0])))
     # In model space the noise std doubles; the matching time has noise_rate / signal_rate = 2 sigma,
     # and scaling by signal_rate turns (x0 + 2 sigma n) into signal * x0 + noise * n.
     times = self._schedule.time_at_noise_ratio(2.0 * noise_sigma)
