@@ -120,7 +120,7 @@ class ClassifierConfig(_JsonMixin):
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig(_JsonMixin):
   """Defaults and limits of the exported guided sampler (trainer_module/samplers.py, export.py)."""
-  sampler: str = "ddim"  # "ddim" (deterministic) or "ancestral" (DDPM)
+  sampler: str = "ddim"  # "ddim", "dpmpp_2m" (both deterministic) or "ancestral" (DDPM)
   num_steps: int = 20
   guidance_scale: float = 1.5  # diffusers convention: 0 unconditional, 1 conditional, >1 guided
   max_steps: int = 1000

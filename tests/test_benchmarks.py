@@ -126,12 +126,12 @@ def test_quality_writes_results(exported_dir, fakes, tmp_path):
   assert "quality_ddim/steps2_guidance1.5.png" in markdown
 
 
-def test_exported_sampler_is_read_off_the_graph(exported_dir, tmp_path):
+def test_exported_sampler_is_saved_in_the_model(exported_dir, tmp_path):
   assert evaluation.exported_sampler(tf.saved_model.load(exported_dir)) == "ddim"
-  ancestral_dir = str(tmp_path / "ancestral")
+  dpm_dir = str(tmp_path / "dpmpp_2m")
   export.export_sampler(_seeded_unet(), _CONFIG.diffusion,
-                        dataclasses.replace(_CONFIG.sampler, sampler="ancestral"), ancestral_dir)
-  assert evaluation.exported_sampler(tf.saved_model.load(ancestral_dir)) == "ancestral"
+                        dataclasses.replace(_CONFIG.sampler, sampler="dpmpp_2m"), dpm_dir)
+  assert evaluation.exported_sampler(tf.saved_model.load(dpm_dir)) == "dpmpp_2m"
   fake_dir = fake_models.save_fake_diffusion_model(str(tmp_path / "fake"))
   assert evaluation.DiffusionModel(os.path.join(fake_dir, "Format-Serving"), 4).sampler == (
       evaluation.SAMPLER_UNKNOWN)

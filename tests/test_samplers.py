@@ -188,6 +188,56 @@ def test_ancestral_with_oracle_keeps_unit_variance_noise_at_every_step():
     assert abs(implied_noise.mean()) < 0.03
 
 
+@pytest.mark.parametrize("num_steps", [1, 2])
+def test_dpmpp_2m_is_ddim_when_every_step_is_first_order(model, num_steps):
+  # The first step has no history and the last is first order: with 1 or 2 steps both are DDIM.
+  np.testing.assert_allclose(_sample(model, [3, 8], num_steps=num_steps, sampler="dpmpp_2m"),
+                             _sample(model, [3, 8], num_steps=num_steps, sampler="ddim"), atol=1e-5)
+  assert not np.allclose(_sample(model, [3, 8], num_steps=4, sampler="dpmpp_2m"),
+                         _sample(model, [3, 8], num_steps=4, sampler="ddim"), atol=1e-3)
+
+
+class _GaussianDataModel:
+  """The exact denoiser for data x0 ~ N(0, std^2) per pixel, whose probability-flow ODE is known:
+  x_t = sqrt(signal^2 std^2 + noise^2) * z for a fixed z, so every ODE solver's error is measurable."""
+
+  def __init__(self, data_std):
+    self.data_std = data_std
+
+  def pred_images(self, noisy, signal_rates, noise_rates):
+    variance = tf.square(signal_rates * self.data_std) + tf.square(noise_rates)
+    return signal_rates * self.data_std**2 * noisy / variance
+
+  def __call__(self, inputs, training=False):
+    noisy, times, _ = inputs
+    signal_rates, noise_rates = _SCHEDULE.rates(times[:, None, None, None])
+    images = self.pred_images(noisy, signal_rates, noise_rates)
+    noises = (noisy - signal_rates * images) / noise_rates
+    return schedule_lib.training_target(images, noises, signal_rates, noise_rates, "v")
+
+
+def test_dpmpp_2m_solves_the_probability_flow_ode_more_accurately_than_ddim():
+  oracle = _GaussianDataModel(data_std=0.25)  # |x0| < 1: the clipping never acts
+  noise = samplers.initial_noise(0, 4)
+  num_steps = 6
+
+  def rates(times):
+    return _SCHEDULE.rates(tf.constant(times, tf.float32))
+
+  # The exact trajectory at the last evaluated time, and the x0 estimate the sampler returns there.
+  start_std = tf.sqrt(tf.square(rates(1.0)[0] * oracle.data_std) + tf.square(rates(1.0)[1]))
+  last_signal, last_noise = rates(1.0 / num_steps)
+  exact_noisy = tf.sqrt(tf.square(last_signal * oracle.data_std) + tf.square(last_noise)) * (
+      noise / start_std)
+  exact = oracle.pred_images(exact_noisy, last_signal, last_noise).numpy()
+  errors = {}
+  for sampler in ("ddim", "dpmpp_2m"):
+    images = samplers.sample(oracle, noise * start_std, tf.constant([0, 1, 2, 3]), num_steps, 1.0,
+                             _SCHEDULE, "v", _NULL, sampler=sampler)
+    errors[sampler] = float(np.abs(images.numpy() - exact).max())
+  assert errors["dpmpp_2m"] < 0.5 * errors["ddim"], errors
+
+
 def test_denoise_once_returns_clipped_x0_estimate(model):
   noisy = tf.random.stateless_normal([2, 28, 28, 1], seed=[8, 0])
   times, labels = tf.constant([0.2, 0.9]), tf.constant([_NULL, 3])
@@ -215,12 +265,13 @@ def test_denoise_once_with_oracle_recovers_the_images():
 
 
 # Golden values: produced once by running `_sample(model, [2, 5], seed=7, num_steps=4,
-# guidance_scale=1.5)` (and the same with sampler="ancestral") on `seeded_tiny_unet(seed=0)` with
+# guidance_scale=1.5)` (and the same with sampler="dpmpp_2m" and "ancestral") on `seeded_tiny_unet(seed=0)` with
 # this code, and pasted here (eager `samplers.sample` gives the same numbers to 6 decimals). They
 # pin the network, the weight seeding and the sampler together: changing any of them changes them.
 _GOLDEN_PIXELS = ((0, 14, 14, 0), (1, 5, 20, 0), (0, 27, 0, 0), (1, 9, 9, 0))
 _GOLDEN = {
     "ddim": {"mean": 0.134537, "pixels": (0.524016, 0.502058, 0.93217, 0.263592)},
+    "dpmpp_2m": {"mean": 0.131971, "pixels": (0.584305, 0.553475, 1.0, 0.30893)},
     "ancestral": {"mean": 0.147222, "pixels": (-0.514107, 0.673279, -0.066223, -0.34166)},
 }
 

@@ -48,6 +48,7 @@ class GuidedSamplerModule(tf.Module):
     self.default_guidance_scale = tf.Variable(sampler.guidance_scale, trainable=False)
     self.max_steps = tf.Variable(sampler.max_steps, trainable=False, dtype=tf.int32)
     self.max_batch = tf.Variable(sampler.max_batch, trainable=False, dtype=tf.int32)
+    self.sampler_name = tf.Variable(sampler.sampler, trainable=False, dtype=tf.string)
 
   def _validate_request(self, labels, guidance_scale, num_steps):
     batch_size = tf.size(labels)

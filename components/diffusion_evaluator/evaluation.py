@@ -103,7 +103,7 @@ class DiffusionModel:
 
   @property
   def sampler(self) -> str:
-    """"ddim", "ancestral" (fixed at export) or "unknown"."""
+    """The sampler fixed at export ("ddim", "dpmpp_2m", "ancestral") or "unknown"."""
     return exported_sampler(self._loaded)
 
 
@@ -255,53 +255,9 @@ def json_safe(value: Any) -> Any:
 
 
 SAMPLER_UNKNOWN = "unknown"
-_RANDOM_OPS = ("StatelessRandomNormalV2", "StatelessRandomNormal", "RandomStandardNormal")
 
 
 def exported_sampler(loaded) -> str:
-  """Which sampler a loaded diffusion SavedModel runs ("ddim", "ancestral" or "unknown").
-
-  It is fixed at export and not saved as a value, so it is read off the serving graph: the
-  sampler's step loop is the largest while-loop body (it holds the U-Net), and only the ancestral
-  sampler draws random numbers inside it.
-  """
-  signature = loaded.signatures["serving_default"]
-  graph_def = signature.graph.as_graph_def()
-  functions = {f.signature.name: f for f in graph_def.library.function}
-
-  def called(nodes) -> List[str]:
-    names = []
-    for node in nodes:
-      for value in node.attr.values():
-        if value.HasField("func"):
-          names.append(value.func.name)
-        names.extend(f.name for f in value.list.func)
-    return [name for name in names if name in functions]
-
-  def loop_bodies(nodes) -> List[str]:
-    return [node.attr["body"].func.name for node in nodes
-            if node.op in ("While", "StatelessWhile") and node.attr["body"].func.name in functions]
-
-  # Every While op reachable from the signature, nested ones included.
-  bodies, seen, pending = [], set(), [graph_def.node]
-  while pending:
-    nodes = pending.pop()
-    bodies += loop_bodies(nodes)
-    for name in called(nodes):
-      if name not in seen:
-        seen.add(name)
-        pending.append(functions[name].node_def)
-  if not bodies:
-    return SAMPLER_UNKNOWN
-  step_body = max(bodies, key=lambda name: len(functions[name].node_def))
-
-  reached, pending = {step_body}, [step_body]
-  while pending:
-    function = functions[pending.pop()]
-    if any(node.op in _RANDOM_OPS for node in function.node_def):
-      return "ancestral"
-    for name in called(function.node_def):
-      if name not in reached:
-        reached.add(name)
-        pending.append(name)
-  return "ddim"
+  """The sampler a loaded diffusion SavedModel runs, as saved at export, or "unknown"."""
+  name = getattr(loaded, "sampler_name", None)
+  return name.numpy().decode() if name is not None else SAMPLER_UNKNOWN
