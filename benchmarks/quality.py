@@ -3,12 +3,14 @@
   python -m benchmarks.quality --model-dir runs/serving_model \
       --classifier-dir <Trainer classifier model uri> --examples-dir <ExampleGen Examples uri> \
       --samples-per-class 100 --steps 5 10 20 50 --guidance 0 1 1.5 3
+  (or --combos 10:1.5 20:1.5 50:1.5 20:1 for chosen (steps, guidance) pairs only;
+   --sampler dpmpp_2m re-exports the same weights with another sampler first)
 Uses components/diffusion_evaluator/evaluation.py, so every number is computed as the
 DiffusionEvaluator computes it: the reference-protocol denoising metrics (once: they depend on
 neither steps nor guidance), then per (steps, guidance) class agreement, Frechet distance and KID
-against the real-vs-real floor, and the wall time. The sampler (ddim / ancestral) is fixed at
-export; it is read off the SavedModel, reported, and is the default --name, so runs on a DDIM and
-an ancestral export land side by side.
+against the real-vs-real floor, and the wall time. The sampler (ddim / dpmpp_2m / ancestral) is
+fixed at export and saved in the SavedModel; it is reported and is the default --name, so runs of
+several samplers land side by side.
 Writes benchmarks/results/quality_<name>.json, quality_<name>.md and quality_<name>/*.png (one
 sample grid per combination: a row per digit).
 """
@@ -17,12 +19,14 @@ from pipeline import keras_env  # noqa: F401  (before TensorFlow)
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Dict, Optional, Sequence  # noqa: E402
+from typing import Any, Dict, Optional, Sequence, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -34,6 +38,8 @@ from components.diffusion_evaluator import report  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline.config import NUM_CLASSES, EvalConfig  # noqa: E402
 from serving.client import resolve_model_dir  # noqa: E402
+from trainer_module import export  # noqa: E402
+from trainer_module import samplers  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # Where TFX's Trainer and Pusher put a SavedModel inside a Model artifact.
@@ -52,8 +58,26 @@ def _grid_name(num_steps: int, guidance_scale: float) -> str:
   return f"steps{num_steps}_guidance{guidance_scale:g}.png"
 
 
+def parse_combo(text: str) -> Tuple[int, float]:
+  """"20:1.5" -> (20, 1.5): a step count and a guidance scale."""
+  try:
+    steps, guidance = text.split(":")
+    return int(steps), float(guidance)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected STEPS:GUIDANCE such as 20:1.5, got {text!r}")
+
+
+def reexport_with_sampler(model_dir: str, profile: config_lib.PipelineConfig, sampler: str,
+                          export_dir: str) -> str:
+  """The weights of the SavedModel at `model_dir`, exported again with another sampler."""
+  network = export.restore_unet(saved_model_dir(model_dir), profile.unet)
+  export.export_sampler(network, profile.diffusion,
+                        dataclasses.replace(profile.sampler, sampler=sampler), export_dir)
+  return export_dir
+
+
 def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: EvalConfig,
-            steps: Sequence[int], guidances: Sequence[float], results_dir: str,
+            combos: Sequence[Tuple[int, float]], results_dir: str,
             name: Optional[str] = None) -> Dict[str, Any]:
   """All metrics for every (steps, guidance); writes a sample grid per combination to
   <results_dir>/quality_<name>/ (name defaults to the exported sampler)."""
@@ -82,26 +106,25 @@ def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: Eval
   # One tiny request first, so the first combination's wall time carries no one-off start-up cost.
   model.sample(np.zeros([1], np.int32), 1.0, 1, config.seed)
   combinations = []
-  for num_steps in steps:
-    for guidance_scale in guidances:
-      combo_config = dataclasses.replace(config, sample_steps=num_steps,
-                                         guidance_scale=guidance_scale)
-      timings: Dict[str, float] = {}
-      combo_start = time.perf_counter()
-      sampled, samples = evaluation.sampling_metrics(model, judge, real, combo_config, timings)
-      wall = time.perf_counter() - combo_start
-      grid_path = os.path.join(grid_dir, _grid_name(num_steps, guidance_scale))
-      grid = report.sample_grid(evaluation.grid_images(model, samples, combo_config))
-      with open(grid_path, "wb") as f:
-        f.write(report.png_bytes(grid))
-      combinations.append({"num_steps": num_steps, "guidance_scale": guidance_scale, **sampled,
-                           "timings_s": timings, "wall_s": round(wall, 3),
-                           "grid_png": os.path.relpath(grid_path, results_dir)})
-      frechet = sampled["frechet"]
-      print(f"steps {num_steps:3d} guidance {guidance_scale:4g}: agreement "
-            f"{sampled['class_agreement']['overall']:.3f}, Frechet {frechet['distance']:.4g} "
-            f"({frechet['ratio'] or 0:.2f}x floor), KID {frechet['kid']:.4g}, {wall:.1f} s",
-            flush=True)
+  for num_steps, guidance_scale in combos:
+    combo_config = dataclasses.replace(config, sample_steps=num_steps,
+                                       guidance_scale=guidance_scale)
+    timings: Dict[str, float] = {}
+    combo_start = time.perf_counter()
+    sampled, samples = evaluation.sampling_metrics(model, judge, real, combo_config, timings)
+    wall = time.perf_counter() - combo_start
+    grid_path = os.path.join(grid_dir, _grid_name(num_steps, guidance_scale))
+    grid = report.sample_grid(evaluation.grid_images(model, samples, combo_config))
+    with open(grid_path, "wb") as f:
+      f.write(report.png_bytes(grid))
+    combinations.append({"num_steps": num_steps, "guidance_scale": guidance_scale, **sampled,
+                         "timings_s": timings, "wall_s": round(wall, 3),
+                         "grid_png": os.path.relpath(grid_path, results_dir)})
+    frechet = sampled["frechet"]
+    print(f"steps {num_steps:3d} guidance {guidance_scale:4g}: agreement "
+          f"{sampled['class_agreement']['overall']:.3f}, Frechet {frechet['distance']:.4g} "
+          f"({frechet['ratio'] or 0:.2f}x floor), KID {frechet['kid']:.4g}, {wall:.1f} s",
+          flush=True)
 
   return evaluation.json_safe({
       "name": name, "model_dir": model_dir, "sampler": sampler, "classifier_dir": classifier_dir,
@@ -177,6 +200,10 @@ def main(argv=None):
                       help="default: the profile's (the whole eval split)")
   parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
   parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 1.5, 3.0])
+  parser.add_argument("--combos", type=parse_combo, nargs="+", default=None, metavar="STEPS:GUIDANCE",
+                      help="only these (steps, guidance) pairs instead of --steps x --guidance")
+  parser.add_argument("--sampler", choices=samplers.SAMPLERS, default=None,
+                      help="re-export the model's weights (of --profile's U-Net) with this sampler")
   parser.add_argument("--name", default=None, help="result file suffix; default: the sampler")
   parser.add_argument("--results-dir", default=RESULTS_DIR)
   args = parser.parse_args(argv)
@@ -185,10 +212,18 @@ def main(argv=None):
   overrides = {"samples_per_class": args.samples_per_class,
                "denoise_num_images": args.denoise_num_images}
   config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-  result = {"command": shlex.join(["python", "-m", "benchmarks.quality", *argv]),
-            "machine": machine.describe(),
-            **measure(args.model_dir, args.classifier_dir, args.examples_dir, config, args.steps,
-                      args.guidance, args.results_dir, args.name)}
+  combos = args.combos or list(itertools.product(args.steps, args.guidance))
+  with tempfile.TemporaryDirectory() as scratch:
+    model_dir = args.model_dir
+    if args.sampler:
+      model_dir = reexport_with_sampler(model_dir, config_lib.profile(args.profile), args.sampler,
+                                        os.path.join(scratch, args.sampler))
+    result = {"command": shlex.join(["python", "-m", "benchmarks.quality", *argv]),
+              "machine": machine.describe(),
+              **measure(model_dir, args.classifier_dir, args.examples_dir, config, combos,
+                        args.results_dir, args.name)}
+    if args.sampler:
+      result["model_dir"] = f"{args.model_dir} (re-exported with sampler {args.sampler})"
   name = result["name"]
   json_path = os.path.join(args.results_dir, f"quality_{name}.json")
   with open(json_path, "w") as f:

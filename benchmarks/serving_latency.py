@@ -33,7 +33,6 @@ from trainer_module import export  # noqa: E402
 from trainer_module import samplers  # noqa: E402
 from trainer_module import schedule as schedule_lib  # noqa: E402
 from trainer_module import transform  # noqa: E402
-from trainer_module.unet import build_unet  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RESULT_FILE_NAME = "serving_latency.json"
@@ -88,21 +87,6 @@ def time_in_fresh_process(model_dir: str, grid: Sequence[Sequence[int]], repeats
   if result.returncode != 0:
     raise RuntimeError(f"fresh process failed ({result.returncode}):\n{result.stderr[-3000:]}")
   return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def restore_unet(saved_model_dir: str, unet_config: config_lib.UNetConfig):
-  """A U-Net built from `unet_config` holding the exported weights (`model_variables` is saved in
-  the order of `model.variables`)."""
-  model = build_unet(unet_config)
-  exported = tf.saved_model.load(saved_model_dir).model_variables
-  shapes = [tuple(v.shape) for v in model.variables]
-  exported_shapes = [tuple(v.shape) for v in exported]
-  if shapes != exported_shapes:
-    raise ValueError(f"{saved_model_dir} does not hold weights of this U-Net ({len(exported)} vs "
-                     f"{len(shapes)} variables): is --profile the one it was trained with?")
-  for variable, value in zip(model.variables, exported):
-    variable.assign(value)
-  return model
 
 
 class PythonLoopSampler:
@@ -171,7 +155,7 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   model_dir = resolve_model_dir(model_dir)
   grid = [(b, s) for b in batch_sizes for s in steps]
   fresh = time_in_fresh_process(model_dir, grid, repeats, guidance_scale)
-  model = restore_unet(model_dir, config.unet)
+  model = export.restore_unet(model_dir, config.unet)
   loop_sampler = PythonLoopSampler(model, config.diffusion, config.sampler.null_label)
   loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
   # Guidance doubles the batch: two forward passes per image and step.

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import denoise_clipping  # noqa: E402
 from benchmarks import machine  # noqa: E402
 from benchmarks import quality  # noqa: E402
 from benchmarks import serving_latency  # noqa: E402
@@ -48,7 +49,7 @@ def fakes(tmp_path_factory):
 def test_python_loop_sampler_matches_exported_sampler(exported_dir):
   loaded = tf.saved_model.load(exported_dir)
   sampler = serving_latency.PythonLoopSampler(
-      serving_latency.restore_unet(exported_dir, _CONFIG.unet), _CONFIG.diffusion,
+      export.restore_unet(exported_dir, _CONFIG.unet), _CONFIG.diffusion,
       _CONFIG.sampler.null_label)
   labels = np.array([0, 3, 7, 10], np.int32)
   for guidance_scale, num_steps in ((1.5, 3), (0.0, 2)):
@@ -63,7 +64,7 @@ def test_python_loop_sampler_matches_exported_sampler(exported_dir):
 
 def test_restore_unet_rejects_another_profiles_network(exported_dir):
   with pytest.raises(ValueError, match="--profile"):
-    serving_latency.restore_unet(exported_dir, config_lib.profile("cpu").unet)
+    export.restore_unet(exported_dir, config_lib.profile("cpu").unet)
 
 
 def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, capsys):
@@ -135,3 +136,47 @@ def test_exported_sampler_is_saved_in_the_model(exported_dir, tmp_path):
   fake_dir = fake_models.save_fake_diffusion_model(str(tmp_path / "fake"))
   assert evaluation.DiffusionModel(os.path.join(fake_dir, "Format-Serving"), 4).sampler == (
       evaluation.SAMPLER_UNKNOWN)
+
+
+def test_quality_reexports_with_another_sampler_and_runs_only_the_chosen_combos(
+    exported_dir, fakes, tmp_path):
+  quality.main(["--model-dir", exported_dir, "--classifier-dir", fakes["classifier"],
+                "--examples-dir", fakes["examples"], "--profile", "smoke",
+                "--samples-per-class", "1", "--combos", "3:1.5", "2:0",
+                "--sampler", "dpmpp_2m", "--results-dir", str(tmp_path)])
+  with open(tmp_path / "quality_dpmpp_2m.json") as f:
+    result = json.load(f)
+  assert result["sampler"] == "dpmpp_2m"
+  assert result["model_dir"] == f"{exported_dir} (re-exported with sampler dpmpp_2m)"
+  assert [(c["num_steps"], c["guidance_scale"]) for c in result["combinations"]] == [
+      (3, 1.5), (2, 0.0)]
+
+
+@pytest.mark.parametrize("text", ["20", "a:1", "20:x", "1:2:3"])
+def test_quality_rejects_malformed_combos(text):
+  with pytest.raises(SystemExit):
+    quality.main(["--model-dir", "m", "--classifier-dir", "c", "--examples-dir", "e",
+                  "--combos", text])
+
+
+def test_denoise_clipping_scores_the_three_inputs_and_unclipping_is_a_no_op_off_the_bounds(
+    exported_dir, fakes, tmp_path, capsys):
+  denoise_clipping.main(["--model-dir", exported_dir, "--examples-dir", fakes["examples"],
+                         "--profile", "smoke", "--num-images", "6", "--sigmas", "0.4",
+                         "--results-dir", str(tmp_path)])
+  with open(tmp_path / denoise_clipping.RESULT_FILE_NAME) as f:
+    result = json.load(f)
+  assert result["num_images"] == 6 and [row["sigma"] for row in result["rows"]] == [0.4]
+  row = result["rows"][0]
+  for variant in denoise_clipping.VARIANTS:
+    assert row[variant]["num_images"] == 6 and np.isfinite(row[variant]["psnr"])
+  assert "| 0.4 |" in capsys.readouterr().out
+
+
+def test_raw_network_denoiser_equals_the_signature_on_images_inside_the_bounds(exported_dir):
+  # With no pixel on 0 or 1 the signature's un-clipping changes nothing: both paths must agree.
+  noisy = tf.random.stateless_uniform([3, 28, 28, 1], seed=[5, 0], minval=0.05,
+                                      maxval=0.95).numpy()
+  raw = denoise_clipping.raw_network_denoiser(exported_dir, _CONFIG, 2)(noisy, 0.4)
+  signature = evaluation.DiffusionModel(exported_dir, 2).denoise(noisy, 0.4)
+  np.testing.assert_allclose(raw, signature, atol=1e-5)

@@ -1,0 +1,119 @@
+"""What clipping the noisy images costs one-step denoising, and what un-clipping them wins back.
+
+  python -m benchmarks.denoise_clipping --model-dir runs/cpu/serving_model \
+      --examples-dir <ExampleGen Examples uri> --num-images 1000 --sigmas 0.1 0.4 0.8
+For each sigma, the same seeded noise (components/diffusion_evaluator/metrics.add_noise) is scored
+three ways, PSNR as in the Evaluator:
+  gaussian:         x0 + sigma n, not clipped, through the exported `denoise` signature;
+  clipped:          clip(x0 + sigma n, 0, 1) (the reference protocol) through `denoise`, which
+                    un-clips pixels on the bounds first (trainer_module/clipped_noise.py);
+  clipped_raw:      the same clipped images straight into the network (the U-Net of --profile,
+                    weights restored from the SavedModel), as `denoise` did before un-clipping.
+Writes benchmarks/results/denoise_clipping.json and prints a markdown table.
+"""
+
+from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+from typing import Any, Dict, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import machine  # noqa: E402
+from benchmarks.quality import RESULTS_DIR, saved_model_dir  # noqa: E402
+from components.diffusion_evaluator import evaluation  # noqa: E402
+from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
+from pipeline import config as config_lib  # noqa: E402
+from trainer_module import export  # noqa: E402
+from trainer_module import samplers  # noqa: E402
+from trainer_module import transform  # noqa: E402
+
+RESULT_FILE_NAME = "denoise_clipping.json"
+VARIANTS = ("gaussian", "clipped", "clipped_raw")
+
+
+def raw_network_denoiser(model_dir: str, profile: config_lib.PipelineConfig, batch_size: int):
+  """One-step x0 estimate of the bare network, inputs taken as they are (no un-clipping)."""
+  network = export.restore_unet(model_dir, profile.unet)
+  schedule = export.schedule_from_config(profile.diffusion)
+
+  def denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    times = schedule.time_at_noise_ratio(2.0 * sigma)
+    signal_rate, _ = schedule.rates(times)
+    denoised = []
+    for _, rows in evaluation.batches(len(noisy), batch_size):
+      scaled = signal_rate * transform.from_unit_range(tf.constant(noisy[rows]))
+      count = scaled.shape[0]
+      pred_images = samplers.denoise_once(
+          network, scaled, tf.fill([count], times), tf.fill([count], profile.sampler.null_label),
+          schedule, profile.diffusion.prediction)
+      denoised.append(transform.to_unit_range(pred_images).numpy())
+    return np.concatenate(denoised)
+
+  return denoise
+
+
+def measure(model_dir: str, examples_dir: str, profile: config_lib.PipelineConfig,
+            num_images: int, sigmas: Sequence[float]) -> Dict[str, Any]:
+  model_dir = saved_model_dir(model_dir)
+  eval_config = profile.eval
+  clean, _ = evaluation.read_split_dir(os.path.join(examples_dir, "Split-eval"), num_images)
+  model = evaluation.DiffusionModel(model_dir, eval_config.batch_size)
+  raw_denoise = raw_network_denoiser(model_dir, profile, eval_config.batch_size)
+  rows = []
+  for sigma in sigmas:
+    clipped = metrics_lib.add_noise(clean, sigma, eval_config.seed)
+    noise = tf.random.stateless_normal(clean.shape, seed=[eval_config.seed, 0]).numpy()
+    gaussian = clean + np.float32(sigma) * noise  # add_noise's draw, left unclipped
+    denoised = {"gaussian": model.denoise(gaussian, sigma), "clipped": model.denoise(clipped, sigma),
+                "clipped_raw": raw_denoise(clipped, sigma)}
+    row = {"sigma": sigma, **{variant: metrics_lib.denoising_metrics(clean, denoised[variant])
+                              for variant in VARIANTS}}
+    rows.append(row)
+    print(f"sigma {sigma:g}: " + ", ".join(f"{variant} {row[variant]['psnr']:.2f} dB"
+                                           for variant in VARIANTS), flush=True)
+  return evaluation.json_safe({"model_dir": model_dir, "examples_dir": examples_dir,
+                               "num_images": len(clean), "seed": eval_config.seed, "rows": rows})
+
+
+def markdown_table(result: Dict[str, Any]) -> str:
+  lines = ["| sigma | Gaussian, not clipped (dB) | clipped, un-clipped by `denoise` (dB) "
+           "| clipped, fed raw (dB) |", "|---|---|---|---|"]
+  for row in result["rows"]:
+    lines.append(f"| {row['sigma']:g} | " + " | ".join(f"{row[variant]['psnr']:.2f}"
+                                                      for variant in VARIANTS) + " |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else list(argv)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model-dir", required=True,
+                      help="diffusion SavedModel, Model artifact URI, or serving dir")
+  parser.add_argument("--examples-dir", required=True,
+                      help="ExampleGen Examples artifact URI (with Split-eval)")
+  parser.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES),
+                      help="the U-Net the model was trained with, and the Evaluator's seed")
+  parser.add_argument("--num-images", type=int, default=1000)
+  parser.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.4, 0.8])
+  parser.add_argument("--results-dir", default=RESULTS_DIR)
+  args = parser.parse_args(argv)
+  result = {"command": shlex.join(["python", "-m", "benchmarks.denoise_clipping", *argv]),
+            "machine": machine.describe(),
+            **measure(args.model_dir, args.examples_dir, config_lib.profile(args.profile),
+                      args.num_images, args.sigmas)}
+  os.makedirs(args.results_dir, exist_ok=True)
+  path = os.path.join(args.results_dir, RESULT_FILE_NAME)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(markdown_table(result))
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()
