@@ -13,11 +13,12 @@ graph with InvalidArgument. Only TensorFlow ops: the model loads where this proj
 
 import tensorflow as tf
 
-from pipeline.config import (IMAGE_SIZE, NUM_CLASSES, DiffusionConfig, SamplerConfig)
+from pipeline.config import (IMAGE_SIZE, NUM_CLASSES, DiffusionConfig, SamplerConfig, UNetConfig)
 from trainer_module import clipped_noise
 from trainer_module import samplers
 from trainer_module import schedule as schedule_lib
 from trainer_module import transform
+from trainer_module import unet
 from serving import warmup
 
 SERVING_SIGNATURE = "serving_default"
@@ -123,3 +124,18 @@ def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, ex
   warmup.write_warmup_requests(export_dir, warmup.default_warmup_requests(
       guidance_scale=sampler.guidance_scale, num_steps=min(2, sampler.max_steps)))
   return module
+
+
+def restore_unet(saved_model_dir: str, unet_config: UNetConfig):
+  """A U-Net built from `unet_config` holding the exported weights (`model_variables` is saved in
+  the order of `model.variables`)."""
+  model = unet.build_unet(unet_config)
+  exported = tf.saved_model.load(saved_model_dir).model_variables
+  shapes = [tuple(v.shape) for v in model.variables]
+  exported_shapes = [tuple(v.shape) for v in exported]
+  if shapes != exported_shapes:
+    raise ValueError(f"{saved_model_dir} does not hold weights of this U-Net ({len(exported)} vs "
+                     f"{len(shapes)} variables): is --profile the one it was trained with?")
+  for variable, value in zip(model.variables, exported):
+    variable.assign(value)
+  return model
