@@ -31,7 +31,6 @@ from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from trainer_module import export  # noqa: E402
 from trainer_module import samplers  # noqa: E402
-from trainer_module import transform  # noqa: E402
 
 RESULT_FILE_NAME = "denoise_clipping.json"
 VARIANTS = ("gaussian", "clipped", "clipped_raw")
@@ -43,16 +42,12 @@ def raw_network_denoiser(model_dir: str, profile: config_lib.PipelineConfig, bat
   schedule = export.schedule_from_config(profile.diffusion)
 
   def denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
-    times = schedule.time_at_noise_ratio(2.0 * sigma)
-    signal_rate, _ = schedule.rates(times)
     denoised = []
     for _, rows in evaluation.batches(len(noisy), batch_size):
-      scaled = signal_rate * transform.from_unit_range(tf.constant(noisy[rows]))
-      count = scaled.shape[0]
-      pred_images = samplers.denoise_once(
-          network, scaled, tf.fill([count], times), tf.fill([count], profile.sampler.null_label),
-          schedule, profile.diffusion.prediction)
-      denoised.append(transform.to_unit_range(pred_images).numpy())
+      null_labels = tf.fill([len(noisy[rows])], profile.sampler.null_label)
+      denoised.append(samplers.denoise_unit_range(
+          network, tf.constant(noisy[rows]), sigma, null_labels, schedule,
+          profile.diffusion.prediction).numpy())
     return np.concatenate(denoised)
 
   return denoise

@@ -84,17 +84,11 @@ class GuidedSamplerModule(tf.Module):
     with tf.control_dependencies([
         tf.debugging.assert_non_negative(noise_sigma, message="noise_sigma must be >= 0"),
         tf.debugging.assert_all_finite(noisy_images, message="noisy_images must be finite")]):
-      noisy = transform.from_unit_range(clipped_noise.unclip(
-          noisy_images, noise_sigma, tf.constant([self._sampler.denoise_seed, 0])))
-    # In model space the noise std doubles; the matching time has noise_rate / signal_rate = 2 sigma,
-    # and scaling by signal_rate turns (x0 + 2 sigma n) into signal * x0 + noise * n.
-    times = self._schedule.time_at_noise_ratio(2.0 * noise_sigma)
-    signal_rate, _ = self._schedule.rates(times)
-    batch_size = tf.shape(noisy)[0]
-    pred_images = samplers.denoise_once(
-        self._model, signal_rate * noisy, tf.fill([batch_size], times),
-        tf.fill([batch_size], self._sampler.null_label), self._schedule, self._prediction)
-    return {"denoised_images": transform.to_unit_range(pred_images)}
+      noisy = clipped_noise.unclip(noisy_images, noise_sigma,
+                                   tf.constant([self._sampler.denoise_seed, 0]))
+    null_labels = tf.fill([tf.shape(noisy)[0]], self._sampler.null_label)
+    return {"denoised_images": samplers.denoise_unit_range(
+        self._model, noisy, noise_sigma, null_labels, self._schedule, self._prediction)}
 
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec([None], tf.int32, name="labels"),

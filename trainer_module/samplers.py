@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from pipeline.config import IMAGE_SIZE
 from trainer_module import schedule as schedule_lib
+from trainer_module import transform
 
 SAMPLERS = ("ddim", "dpmpp_2m", "ancestral")
 # Stream ids: 0 for the initial noise, 1 + step for the per-step noise of ancestral sampling.
@@ -142,3 +143,17 @@ def denoise_once(model: Callable, noisy_images, diffusion_times, labels,
   pred_images, _ = schedule_lib.split_prediction(predictions, noisy_images, signal_rates,
                                                  noise_rates, prediction)
   return tf.clip_by_value(pred_images, -1.0, 1.0)
+
+
+def denoise_unit_range(model: Callable, noisy_images, noise_sigma, labels,
+                       schedule: schedule_lib.CosineSchedule, prediction: str):
+  """One-step x0 estimate for images in [0, 1] carrying Gaussian noise of std `noise_sigma` (in
+  [0, 1] units); returns images in [0, 1]."""
+  noisy = transform.from_unit_range(noisy_images)
+  # In model space the noise std doubles; the matching time has noise_rate / signal_rate = 2 sigma,
+  # and scaling by signal_rate turns (x0 + 2 sigma n) into signal * x0 + noise * n.
+  times = schedule.time_at_noise_ratio(2.0 * noise_sigma)
+  signal_rate, _ = schedule.rates(times)
+  pred_images = denoise_once(model, signal_rate * noisy, tf.fill([tf.shape(noisy)[0]], times),
+                             labels, schedule, prediction)
+  return transform.to_unit_range(pred_images)
