@@ -73,7 +73,8 @@ class DataConfig(_JsonMixin):
 @dataclasses.dataclass(frozen=True)
 class UNetConfig(_JsonMixin):
   """The denoising network (trainer_module/unet.py)."""
-  channels: Tuple[int, ...] = (32, 48, 64)  # per resolution: 28, 14, 7
+  channels: Tuple[int, ...] = (32, 48, 64)  # per resolution: 28, 14, 7 (halved by patch_size)
+  patch_size: int = 1  # 2: space-to-depth stem, so the first level runs at 14x14
   res_blocks_per_level: int = 1
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
   embedding_dim: int = 128  # time + class embedding width

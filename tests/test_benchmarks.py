@@ -20,6 +20,7 @@ from benchmarks import denoise_clipping  # noqa: E402
 from benchmarks import machine  # noqa: E402
 from benchmarks import quality  # noqa: E402
 from benchmarks import serving_latency  # noqa: E402
+from benchmarks import sweep  # noqa: E402
 from components.diffusion_evaluator import evaluation  # noqa: E402
 import fake_models  # noqa: E402  (tests/ is on sys.path)
 from pipeline import config as config_lib  # noqa: E402
@@ -180,3 +181,38 @@ def test_raw_network_denoiser_equals_the_signature_on_images_inside_the_bounds(e
   raw = denoise_clipping.raw_network_denoiser(exported_dir, _CONFIG, 2)(noisy, 0.4)
   signature = evaluation.DiffusionModel(exported_dir, 2).denoise(noisy, 0.4)
   np.testing.assert_allclose(raw, signature, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(sweep.EXPERIMENTS))
+def test_every_sweep_experiment_is_the_cpu_profile_with_its_changes(name):
+  config = sweep.experiment_config(name, train_steps=7)
+  cpu = config_lib.profile("cpu")
+  assert config.train.train_steps == 7
+  assert config.eval == cpu.eval and config.sampler == cpu.sampler
+  for section, fields in sweep.EXPERIMENTS[name].items():
+    for field, value in fields.items():
+      assert getattr(getattr(config, section), field) == value
+
+
+def test_sweep_dataset_is_scaled_like_the_transform(tmp_path):
+  config = dataclasses.replace(
+      config_lib.profile("smoke"), train=dataclasses.replace(config_lib.profile("smoke").train,
+                                                             batch_size=5, shuffle_buffer=10))
+  images, labels = next(iter(sweep.mnist_dataset(config_lib.EMBEDDED_MNIST_DIR, config)))
+  assert images.shape == (5, 28, 28, 1) and labels.shape == (5,) and labels.dtype == tf.int32
+  assert float(tf.reduce_min(images)) == -1.0 and float(tf.reduce_max(images)) <= 1.0
+
+
+def test_sweep_skips_finished_experiments_and_tabulates_them(tmp_path):
+  finished = {"name": "baseline", "train_steps": 3, "psnr": 21.5,
+              "training": {"parameters": 1000, "wall_seconds": 12.0, "images_per_second": 50.0},
+              "guidance": {"1": {"agreement": 0.9, "frechet_ratio": 1.5},
+                           "1.5": {"agreement": 0.95, "frechet_ratio": 1.2}}}
+  work_dir = tmp_path / "baseline_steps3"
+  work_dir.mkdir()
+  (work_dir / "result.json").write_text(json.dumps(finished))
+  # Nothing is trained or scored: judge and real data are never touched.
+  result = sweep.run_experiment("baseline", 3, "no-data-dir", str(tmp_path), judge=None, real=None)
+  assert result == finished
+  table = sweep.markdown_table({"experiments": [result]})
+  assert "| baseline | 1,000 | 12 | 50.0 | 21.50 | 90.0% | 95.0% | 1.50 | 1.20 |" in table

@@ -32,7 +32,8 @@ def _max_abs_diff(a, b):
     config_lib.profile("smoke").unet,
     dataclasses.replace(tiny_models.TINY_UNET, res_blocks_per_level=2, dropout=0.1,
                         attention_at_lowest=False),
-], ids=["smoke", "tiny_two_blocks_dropout_no_attention"])
+    dataclasses.replace(tiny_models.TINY_UNET, channels=(4, 8), patch_size=2),
+], ids=["smoke", "tiny_two_blocks_dropout_no_attention", "tiny_patch2"])
 def test_fresh_network_output_shape_and_zero_initialised_output(unet_config):
   network = unet.build_unet(unet_config)
   outputs = network([_NOISY, _HALF, tf.constant([1, 10])])
@@ -40,6 +41,27 @@ def test_fresh_network_output_shape_and_zero_initialised_output(unet_config):
   assert outputs.dtype == tf.float32
   # The output conv is zero-initialised, so a fresh network predicts exactly zero.
   np.testing.assert_array_equal(outputs.numpy(), 0.0)
+
+
+def test_patch2_network_depends_on_every_pixel_of_its_patch():
+  # Space-to-depth keeps all four pixels of a 2x2 patch as channels: changing one of them changes
+  # the prediction at the patch's pixels (and the output is back at 28x28).
+  network = tiny_models.seeded_tiny_unet(
+      seed=1, config=dataclasses.replace(tiny_models.TINY_UNET, channels=(4, 8), patch_size=2))
+  inputs = [_NOISY[:1], _HALF[:1], tf.constant([3])]
+  base = network(inputs).numpy()
+  assert base.shape == (1, 28, 28, 1)
+  changed = _NOISY[:1].numpy()
+  changed[0, 11, 13, 0] += 1.0  # the bottom-left pixel of the patch at rows 10-11, cols 12-13
+  moved = network([tf.constant(changed)] + inputs[1:]).numpy()
+  assert np.max(np.abs(moved - base)[0, 10:12, 12:14]) > 1e-4
+
+
+@pytest.mark.parametrize("channels, patch_size", [((4, 8, 8), 2), ((4,), 3)])
+def test_levels_that_cannot_be_halved_are_rejected(channels, patch_size):
+  with pytest.raises(ValueError, match="patch_size"):
+    unet.build_unet(dataclasses.replace(tiny_models.TINY_UNET, channels=channels,
+                                        patch_size=patch_size))
 
 
 def test_seeded_tiny_network_output_shape(model):

@@ -68,6 +68,18 @@ def _attention_block(x, config: UNetConfig, name: str):
   return x + h
 
 
+def _check_resolutions(config: UNetConfig) -> None:
+  """Every downsampling needs an even size, or the skip connections would not line up."""
+  if IMAGE_SIZE % config.patch_size:
+    raise ValueError(f"patch_size {config.patch_size} does not divide the image size {IMAGE_SIZE}")
+  size = IMAGE_SIZE // config.patch_size
+  for level in range(len(config.channels) - 1):
+    if size % 2:
+      raise ValueError(f"{len(config.channels)} levels with patch_size {config.patch_size}: level "
+                       f"{level} is {size}x{size}, which cannot be halved; use fewer channels")
+    size //= 2
+
+
 def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "unet") -> keras.Model:
   """Builds the U-Net as a functional Keras model taking [noisy_images, diffusion_times, labels]."""
   noisy_images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="noisy_images")
@@ -86,7 +98,14 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
       name="class_embedding")(labels)
   embedding = keras.layers.Activation("swish")(time_embedding + class_embedding)
 
-  x = keras.layers.Conv2D(config.channels[0], 3, padding="same", name="stem")(noisy_images)
+  _check_resolutions(config)
+  x = noisy_images
+  if config.patch_size > 1:
+    # Space-to-depth: the network runs at 28 / patch_size, where every conv costs patch_size**2
+    # times less; the head maps back with depth-to-space. MNIST strokes survive a 2x2 patch.
+    x = keras.layers.Lambda(lambda images: tf.nn.space_to_depth(images, config.patch_size),
+                            name="patchify")(x)
+  x = keras.layers.Conv2D(config.channels[0], 3, padding="same", name="stem")(x)
   skips = [x]
   last_level = len(config.channels) - 1
   for level, width in enumerate(config.channels):
@@ -113,5 +132,9 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
 
   x = keras.layers.GroupNormalization(config.groups, name="out_norm")(x)
   x = keras.layers.Activation("swish")(x)
-  outputs = keras.layers.Conv2D(1, 3, padding="same", kernel_initializer="zeros", name="out")(x)
+  outputs = keras.layers.Conv2D(config.patch_size ** 2, 3, padding="same", kernel_initializer="zeros",
+                                name="out")(x)
+  if config.patch_size > 1:
+    outputs = keras.layers.Lambda(lambda patches: tf.nn.depth_to_space(patches, config.patch_size),
+                                  name="unpatchify")(outputs)
   return keras.Model([noisy_images, diffusion_times, labels], outputs, name=name)

@@ -1,0 +1,184 @@
+"""Model and objective experiments for the `cpu` profile: train each briefly, score it, record it.
+
+  python -m benchmarks.sweep --classifier-dir <classifier Model artifact or SavedModel> \
+      --train-steps 500 [--only baseline dropout0.3 ...]
+Every experiment is the cpu profile with a few fields replaced (EXPERIMENTS). It trains with the
+Trainer's own loop (train.DiffusionTrainer) on MNIST read from the idx files and scaled as the
+Transform scales it, exports the sampler as the Trainer does, and is scored with the Evaluator's
+functions on fewer images and samples (SWEEP_EVAL): denoising PSNR on the reference protocol,
+class agreement at guidance 1 (the conditional model alone) and at the default guidance, Frechet
+distance against the real-vs-real floor of the same N. The same --train-steps for every
+experiment; the wall time and training images/s say what each one costs.
+Resumable: checkpoints and finished results live under --work-dir, and a finished experiment is
+skipped. Writes benchmarks/results/sweep.json and sweep.md.
+"""
+
+from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Dict, Mapping  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import machine  # noqa: E402
+from benchmarks.quality import saved_model_dir  # noqa: E402
+from components.diffusion_evaluator import evaluation  # noqa: E402
+from components.mnist_example_gen import idx  # noqa: E402
+from pipeline import config as config_lib  # noqa: E402
+from pipeline.config import EvalConfig, PipelineConfig  # noqa: E402
+from trainer_module import export  # noqa: E402
+from trainer_module import train as train_lib  # noqa: E402
+from trainer_module import transform  # noqa: E402
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# name -> {config section: {field: value}} replaced in the cpu profile.
+EXPERIMENTS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "baseline": {},
+    # The unconditional branch (used by guidance and by the denoising protocol) sees 3x the data.
+    "dropout0.3": {"diffusion": {"label_dropout": 0.3}},
+    # Space-to-depth 2x2 stem: the network runs at 14 and 7, wider, at about 0.65x the time.
+    "patch2_dropout0.3": {"diffusion": {"label_dropout": 0.3},
+                          "unet": {"channels": (64, 96), "patch_size": 2}},
+    "patch2_2blocks_dropout0.3": {"diffusion": {"label_dropout": 0.3},
+                                  "unet": {"channels": (64, 96), "patch_size": 2,
+                                           "res_blocks_per_level": 2}},
+    "eps_dropout0.3": {"diffusion": {"label_dropout": 0.3, "prediction": "eps"}},
+    "nominsnr_dropout0.3": {"diffusion": {"label_dropout": 0.3, "min_snr_gamma": 0.0}},
+}
+
+# Fewer images and samples than the Evaluator: enough to rank experiments, cheap enough to run many.
+SWEEP_EVAL = EvalConfig(denoise_num_images=2000, denoise_curve_sigmas=(0.2, 0.8),
+                        denoise_curve_num_images=500, samples_per_class=30, sample_steps=20)
+SWEEP_GUIDANCE = (1.0, 1.5)
+
+
+def experiment_config(name: str, train_steps: int) -> PipelineConfig:
+  """The cpu profile with experiment `name`'s replacements and `train_steps` steps."""
+  base = config_lib.profile("cpu")
+  sections = {section: dataclasses.replace(getattr(base, section), **fields)
+              for section, fields in EXPERIMENTS[name].items()}
+  config = dataclasses.replace(base, **sections)
+  return dataclasses.replace(config, train=dataclasses.replace(config.train, train_steps=train_steps))
+
+
+def mnist_dataset(data_dir: str, config: PipelineConfig) -> tf.data.Dataset:
+  """Shuffled, repeated batches of (images in [-1, 1] [B, 28, 28, 1], labels int32 [B])."""
+  images, labels = idx.load_split(data_dir, "train")
+  dataset = tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int32)))
+  return (dataset.shuffle(config.train.shuffle_buffer, seed=config.train.seed).repeat()
+          .map(lambda image, label: (transform.scale_pixels(image), label))
+          .batch(config.train.batch_size, drop_remainder=True).prefetch(2))
+
+
+def train_and_export(config: PipelineConfig, data_dir: str, work_dir: str) -> Dict[str, Any]:
+  trainer = train_lib.DiffusionTrainer(config)
+  summary = train_lib.train_diffusion(trainer, mnist_dataset(data_dir, config),
+                                      os.path.join(work_dir, "checkpoints"))
+  export.export_sampler(trainer.ema_model, config.diffusion, config.sampler,
+                        os.path.join(work_dir, "model"))
+  train_flops_per_image = 3.0 * machine.forward_flops(trainer.model, 1)
+  return {**summary, "parameters": trainer.model.count_params(),
+          "train_gflop_per_image": train_flops_per_image / 1e9,
+          "achieved_gflops": summary["images_per_second"] * train_flops_per_image / 1e9}
+
+
+def score(model_dir: str, judge: evaluation.Judge, real: evaluation.RealData) -> Dict[str, Any]:
+  model = evaluation.DiffusionModel(model_dir, SWEEP_EVAL.batch_size)
+  timings: Dict[str, float] = {}
+  denoising, curve = evaluation.denoising_metrics(model, real, SWEEP_EVAL, timings)
+  by_guidance = {}
+  for guidance_scale in SWEEP_GUIDANCE:
+    sampled, _ = evaluation.sampling_metrics(
+        model, judge, real, dataclasses.replace(SWEEP_EVAL, guidance_scale=guidance_scale), timings)
+    by_guidance[f"{guidance_scale:g}"] = {"agreement": sampled["class_agreement"]["overall"],
+                                          "frechet_ratio": sampled["frechet"]["ratio"]}
+  return {"psnr": denoising["psnr"], "mse": denoising["mse"],
+          "psnr_curve": {f"{point['sigma']:g}": point["psnr"] for point in curve},
+          "guidance": by_guidance, "timings_s": timings}
+
+
+def run_experiment(name: str, train_steps: int, data_dir: str, work_root: str,
+                   judge: evaluation.Judge, real: evaluation.RealData) -> Dict[str, Any]:
+  work_dir = os.path.join(work_root, f"{name}_steps{train_steps}")
+  result_path = os.path.join(work_dir, "result.json")
+  if os.path.exists(result_path):
+    with open(result_path) as f:
+      return json.load(f)
+  config = experiment_config(name, train_steps)
+  start = time.perf_counter()
+  training = train_and_export(config, data_dir, work_dir)
+  scores = score(os.path.join(work_dir, "model"), judge, real)
+  result = evaluation.json_safe({
+      "name": name, "changes": EXPERIMENTS[name], "train_steps": train_steps,
+      "unet": config.unet.to_dict(), "diffusion": config.diffusion.to_dict(),
+      "training": training, **scores, "wall_s": round(time.perf_counter() - start, 1)})
+  with open(result_path, "w") as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+def markdown_table(results: Mapping[str, Any]) -> str:
+  guidance = [f"{g:g}" for g in SWEEP_GUIDANCE]
+  header = (["experiment", "params", "train s", "images/s", "PSNR dB"]
+            + [f"agree g{g}" for g in guidance] + [f"FD/floor g{g}" for g in guidance])
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for result in results["experiments"]:
+    training = result["training"]
+    row = [result["name"], f"{training['parameters']:,}", f"{training['wall_seconds']:.0f}",
+           f"{training['images_per_second']:.1f}", f"{result['psnr']:.2f}"]
+    row += [f"{100 * result['guidance'][g]['agreement']:.1f}%" for g in guidance]
+    row += [f"{result['guidance'][g]['frechet_ratio']:.2f}" for g in guidance]
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--classifier-dir", required=True,
+                      help="the classifier Trainer's Model artifact URI, or its SavedModel")
+  parser.add_argument("--data-dir", default=config_lib.EMBEDDED_MNIST_DIR)
+  parser.add_argument("--train-steps", type=int, default=500)
+  parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS), default=list(EXPERIMENTS))
+  parser.add_argument("--work-dir", default=os.path.join("runs", "sweep"))
+  parser.add_argument("--results-dir", default=RESULTS_DIR)
+  args = parser.parse_args(argv)
+
+  judge = evaluation.Judge(saved_model_dir(args.classifier_dir), SWEEP_EVAL.batch_size)
+  eval_images, _ = idx.load_split(args.data_dir, "t10k")
+  train_images, _ = idx.load_split(args.data_dir, "train", max_examples=10_000)
+  to_unit = lambda pixels: pixels[..., None].astype(np.float32) / 255.0  # noqa: E731
+  num_samples = SWEEP_EVAL.samples_per_class * 10
+  real = evaluation.RealData.from_images(to_unit(eval_images), to_unit(train_images), judge,
+                                         num_samples, SWEEP_EVAL.seed)
+  path = os.path.join(args.results_dir, "sweep.json")
+  results = {"experiments": []}
+  if os.path.exists(path):
+    with open(path) as f:
+      results = json.load(f)
+  for name in args.only:
+    result = run_experiment(name, args.train_steps, args.data_dir, args.work_dir, judge, real)
+    results["experiments"] = [r for r in results["experiments"]
+                              if (r["name"], r["train_steps"]) != (name, args.train_steps)]
+    results["experiments"].append(result)
+    results.update({"machine": machine.describe(), "sweep_eval": SWEEP_EVAL.to_dict(),
+                    "guidance_scales": list(SWEEP_GUIDANCE),
+                    "command": "python -m benchmarks.sweep " + " ".join(
+                        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))})
+    os.makedirs(args.results_dir, exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(results, f, indent=2)
+    with open(os.path.join(args.results_dir, "sweep.md"), "w") as f:
+      f.write(markdown_table(results))
+    print(markdown_table(results), flush=True)
+
+
+if __name__ == "__main__":
+  main()
