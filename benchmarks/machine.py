@@ -1,55 +1,14 @@
-"""What the machine can do, and what a model costs: the yardsticks the benchmarks report against."""
+"""The machine a benchmark ran on (its FLOP yardsticks are in trainer_module/flops.py)."""
 
 from pipeline import keras_env  # noqa: F401  (before TensorFlow)
 
 import os  # noqa: E402
 import platform  # noqa: E402
-import time  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
-from tensorflow.python.profiler import model_analyzer  # noqa: E402
-from tensorflow.python.profiler import option_builder  # noqa: E402
-
-from pipeline.config import IMAGE_SIZE  # noqa: E402
 
 
 def describe() -> dict:
   return {"platform": platform.platform(), "python": platform.python_version(),
           "cpus": os.cpu_count(), "tensorflow": tf.__version__,
           "processor": platform.processor() or platform.machine()}
-
-
-def matmul_flops_per_second(size: int = 1024, repeats: int = 20) -> float:
-  """Measured float32 matmul rate (FLOP/s) of this machine: the ceiling a dense model can reach."""
-  a = tf.random.normal([size, size])
-  b = tf.random.normal([size, size])
-
-  @tf.function
-  def chain(x):
-    for _ in range(repeats):
-      x = tf.matmul(x, b) * 1e-3
-    return x
-
-  chain(a).numpy()  # trace and warm up
-  best = float("inf")
-  for _ in range(3):
-    start = time.perf_counter()
-    chain(a).numpy()
-    best = min(best, time.perf_counter() - start)
-  return 2.0 * size ** 3 * repeats / best
-
-
-def forward_flops(model, batch_size: int = 1) -> float:
-  """FLOPs of one forward pass of the U-Net (inputs: noisy images, times, labels), counted by
-  TensorFlow's profiler on the traced graph."""
-  @tf.function(autograph=False)
-  def forward(images, times, labels):
-    return model([images, times, labels], training=False)
-
-  concrete = forward.get_concrete_function(
-      tf.TensorSpec([batch_size, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32),
-      tf.TensorSpec([batch_size], tf.float32), tf.TensorSpec([batch_size], tf.int32))
-  options = option_builder.ProfileOptionBuilder.float_operation()
-  options["output"] = "none"
-  profile = model_analyzer.profile(concrete.graph, options=options)
-  return float(profile.total_float_ops)

@@ -27,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
+from trainer_module import flops  # noqa: E402
 from pipeline.config import NUM_CLASSES  # noqa: E402
 from serving.client import resolve_model_dir  # noqa: E402
 from trainer_module import export  # noqa: E402
@@ -159,8 +160,8 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   loop_sampler = PythonLoopSampler(model, config.diffusion, config.sampler.null_label)
   loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
   # Guidance doubles the batch: two forward passes per image and step.
-  flops_per_image_step = 2.0 * machine.forward_flops(model, 1)
-  machine_rate = machine.matmul_flops_per_second()
+  flops_per_image_step = 2.0 * flops.forward_flops(model, 1)
+  machine_rate = flops.matmul_flops_per_second()
   rows = []
   for graph_run, loop_run in zip(fresh["runs"], loop_runs):
     batch_size, num_steps = graph_run["batch_size"], graph_run["num_steps"]

@@ -84,10 +84,7 @@ def train_and_export(config: PipelineConfig, data_dir: str, work_dir: str) -> Di
                                       os.path.join(work_dir, "checkpoints"))
   export.export_sampler(trainer.ema_model, config.diffusion, config.sampler,
                         os.path.join(work_dir, "model"))
-  train_flops_per_image = 3.0 * machine.forward_flops(trainer.model, 1)
-  return {**summary, "parameters": trainer.model.count_params(),
-          "train_gflop_per_image": train_flops_per_image / 1e9,
-          "achieved_gflops": summary["images_per_second"] * train_flops_per_image / 1e9}
+  return {**summary, "parameters": trainer.model.count_params()}
 
 
 def score(model_dir: str, judge: evaluation.Judge, real: evaluation.RealData) -> Dict[str, Any]:

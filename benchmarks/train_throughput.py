@@ -16,6 +16,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
+from trainer_module import flops  # noqa: E402
 from trainer_module import train as train_lib  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -35,8 +36,8 @@ def measure(config: config_lib.PipelineConfig, steps: int) -> dict:
   loss.numpy()
   seconds = time.perf_counter() - start
   images_per_second = steps * batch_size / seconds
-  flops_per_image = 3.0 * machine.forward_flops(trainer.model, 1)
-  machine_rate = machine.matmul_flops_per_second()
+  flops_per_image = flops.train_flops_per_image(trainer.model)
+  machine_rate = flops.matmul_flops_per_second()
   return {
       "profile": config.profile, "parameters": trainer.model.count_params(),
       "batch_size": batch_size, "steps_timed": steps, "first_step_seconds": trace_seconds,

@@ -26,6 +26,7 @@ import fake_models  # noqa: E402  (tests/ is on sys.path)
 from pipeline import config as config_lib  # noqa: E402
 import tiny_models  # noqa: E402
 from trainer_module import export  # noqa: E402
+from trainer_module import flops  # noqa: E402
 
 _CONFIG = config_lib.profile("smoke")
 
@@ -69,8 +70,8 @@ def test_restore_unet_rejects_another_profiles_network(exported_dir):
 
 
 def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, capsys):
-  # Measuring the matmul rate takes seconds and is machine.py's business, not this test's.
-  monkeypatch.setattr(machine, "matmul_flops_per_second", lambda: 1e10)
+  # Measuring the matmul rate takes seconds and is flops.py's business, not this test's.
+  monkeypatch.setattr(flops, "matmul_flops_per_second", lambda: 1e10)
   serving_dir = tmp_path / "serving"  # the Pusher's layout: numeric versions
   shutil.copytree(exported_dir, serving_dir / "3")
   shutil.copytree(exported_dir, serving_dir / "7")

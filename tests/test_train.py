@@ -92,6 +92,15 @@ def test_training_returns_finite_loss_and_stops_at_train_steps(runs):
   assert runs.saved.checkpoints == [3]
 
 
+def test_training_reports_its_speed_against_the_machines_matmul_rate(runs):
+  summary = runs.first_summary
+  assert summary["images_per_second"] > 0
+  assert summary["train_gflop_per_image"] > 0 and summary["machine_matmul_gflops"] > 0
+  assert summary["share_of_matmul_rate"] == pytest.approx(
+      summary["images_per_second"] * summary["train_gflop_per_image"]
+      / summary["machine_matmul_gflops"])
+
+
 def test_training_writes_summaries_to_log_dir(runs):
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(runs.log_dir))
 

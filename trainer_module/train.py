@@ -18,6 +18,7 @@ from absl import logging
 from pipeline.config import NUM_CLASSES, PipelineConfig
 from trainer_module import data as data_lib
 from trainer_module import export
+from trainer_module import flops as flops_lib
 from trainer_module import schedule as schedule_lib
 from trainer_module.unet import build_unet
 
@@ -158,6 +159,9 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(trainer.step))
   writer = tf.summary.create_file_writer(log_dir) if log_dir else tf.summary.create_noop_writer()
   total_steps = train_config.train_steps
+  # Speed is reported against what the machine can do: achieved FLOP/s over its matmul rate.
+  flops_per_image = flops_lib.train_flops_per_image(trainer.model)
+  machine_flops = flops_lib.matmul_flops_per_second()
   # loss stays None when the checkpoint already holds all steps (a retry after training finished).
   started, window_start, window_steps, loss = time.time(), time.time(), 0, None
   images_per_second = 0.0
@@ -171,10 +175,12 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
       elapsed = time.time() - window_start
       images_per_second = window_steps * train_config.batch_size / max(elapsed, 1e-9)
       learning_rate = float(trainer.learning_rates(step))
-      logging.info("diffusion step %d/%d loss %.4f lr %.2e %.1f images/s", step, total_steps,
-                   loss, learning_rate, images_per_second)
+      share = images_per_second * flops_per_image / machine_flops
+      logging.info("diffusion step %d/%d loss %.4f lr %.2e %.1f images/s (%.0f%% of matmul rate)",
+                   step, total_steps, loss, learning_rate, images_per_second, 100 * share)
       print(f"[train] step {step}/{total_steps} loss {loss:.4f} lr {learning_rate:.2e} "
-            f"{images_per_second:.1f} images/s", flush=True)
+            f"{images_per_second:.1f} images/s, {share:.0%} of the machine's "
+            f"{machine_flops / 1e9:.0f} GFLOP/s matmul rate", flush=True)
       with writer.as_default():
         tf.summary.scalar("loss", loss, step=step)
         tf.summary.scalar("learning_rate", learning_rate, step=step)
@@ -184,7 +190,10 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
       manager.save(checkpoint_number=step)
   writer.flush()
   return {"final_loss": loss, "steps": int(trainer.step), "wall_seconds": time.time() - started,
-          "images_per_second": images_per_second}
+          "images_per_second": images_per_second,
+          "train_gflop_per_image": flops_per_image / 1e9,
+          "machine_matmul_gflops": machine_flops / 1e9,
+          "share_of_matmul_rate": images_per_second * flops_per_image / machine_flops}
 
 
 def run_fn(fn_args):
