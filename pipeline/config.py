@@ -139,6 +139,9 @@ class EvalConfig(_JsonMixin):
   denoise_num_images: Optional[int] = None  # None = the whole eval split (10,000 on MNIST)
   denoise_curve_sigmas: Tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8)
   denoise_curve_num_images: int = 2000
+  # The same reference-protocol numbers computed by TFMA too, per digit slice, written to the
+  # evaluation artifact's tfma/ directory (on the same denoise_num_images images).
+  tfma_denoising: bool = True
   samples_per_class: int = 100
   sample_steps: int = 20
   guidance_scale: float = 1.5

@@ -13,9 +13,10 @@ import fake_models  # tests/ is on sys.path: pytest's rootdir-relative import of
 from pipeline.config import EvalConfig
 
 # Few images, few samples: the fakes agree with each other, so thresholds decide the outcome.
+# TFMA is off here (it costs tens of seconds a run); test_tfma_denoising_* turns it on.
 _CONFIG = EvalConfig(denoise_curve_sigmas=(0.2, 0.4), denoise_curve_num_images=10,
                      samples_per_class=3, sample_steps=2, grid_seeds=2, batch_size=8,
-                     min_psnr=0.0, min_class_agreement=0.9)
+                     min_psnr=0.0, min_class_agreement=0.9, tfma_denoising=False)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,34 @@ def test_blessed_run_writes_all_outputs(tmp_path, fakes):
   with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
     markdown = f.read()
   assert "**BLESSED**" in markdown and "21.92" in markdown and "sample_grid.png" in markdown
+
+
+def test_tfma_denoising_writes_per_digit_slices_equal_to_the_numpy_numbers(tmp_path, fakes):
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  config = EvalConfig.from_dict({**_CONFIG.to_dict(), "tfma_denoising": True})
+  results, evaluation, blessing = _run(tmp_path, fakes, fakes["good"], config=config)
+
+  candidate = results["candidate"]
+  denoising, tfma_denoising = candidate["denoising"], candidate["tfma_denoising"]
+  assert tfma_denoising["sigma"] == 0.4 and tfma_denoising["num_images"] == 20
+  for key in ("mse", "rmse", "psnr"):
+    assert tfma_denoising["overall"][key] == pytest.approx(denoising[key], rel=1e-5)
+  assert tfma_denoising["overall"]["num_images"] == 20
+  per_class = tfma_denoising["per_class"]
+  assert list(per_class) == [str(digit) for digit in range(10)]
+  assert all(values["num_images"] == 2 for values in per_class.values())
+  tfma_dir = os.path.join(evaluation.uri, executor.TFMA_DIR_NAME)
+  assert tfma_denoising["output_path"] == tfma_dir
+  loaded = tfma.load_eval_result(tfma_dir)
+  assert loaded.get_metrics_for_slice()["psnr"]["doubleValue"] == pytest.approx(
+      tfma_denoising["overall"]["psnr"])
+  assert candidate["timings_s"]["tfma_denoising"] > 0
+  assert _blessed(blessing)  # the blessing still reads the numpy numbers
+
+  with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
+    markdown = f.read()
+  assert "Denoising per digit (TFMA" in markdown
+  assert f"| PSNR (dB) | {per_class['0']['psnr']:.2f} |" in markdown
 
 
 def test_high_min_psnr_is_not_blessed(tmp_path, fakes):

@@ -64,6 +64,12 @@ def test_first_run_executes_every_component_and_pushes(first_run):
     metrics = json.load(f)
   assert metrics["blessing"]["blessed"] is True
   assert metrics["candidate"]["denoising"]["psnr"] > 0
+  # The same protocol through TFMA (a real exported model: un-clipping draws, several batches).
+  tfma_denoising = metrics["candidate"]["tfma_denoising"]
+  for key in ("mse", "rmse", "psnr"):
+    assert tfma_denoising["overall"][key] == pytest.approx(
+        metrics["candidate"]["denoising"][key], rel=1e-5)
+  assert os.path.isdir(os.path.join(outputs["evaluation"], "tfma"))
   for name in ("report.md", "sample_grid.png"):
     assert os.path.isfile(os.path.join(outputs["evaluation"], name))
 

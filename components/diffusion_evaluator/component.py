@@ -1,8 +1,9 @@
-"""DiffusionEvaluator: TFX's Evaluator role for a diffusion model, which TFMA cannot score.
+"""DiffusionEvaluator: TFX's Evaluator role for a diffusion model, which TFMA cannot score whole.
 
 Reads the eval split, the candidate diffusion model, the judge classifier and, optionally, the
 latest blessed model as baseline; outputs a ModelEvaluation (metrics.json, sample_grid.png,
-report.md) and a ModelBlessing that the Pusher and LatestBlessedModelStrategy understand.
+report.md, and tfma/: the denoising metrics per digit, computed with TFMA) and a ModelBlessing
+that the Pusher and LatestBlessedModelStrategy understand.
 """
 
 from __future__ import annotations

@@ -102,6 +102,16 @@ class DiffusionModel:
     return np.concatenate(denoised).astype(np.float32)
 
   @property
+  def batch_size(self) -> int:
+    """Images per call of the signatures (the `denoise` un-clipping draws depend on it)."""
+    return self._batch_size
+
+  @property
+  def loaded(self):
+    """The loaded SavedModel object."""
+    return self._loaded
+
+  @property
   def sampler(self) -> str:
     """The sampler fixed at export ("ddim", "dpmpp_2m", "ancestral") or "unknown"."""
     return exported_sampler(self._loaded)

@@ -4,6 +4,8 @@ Writes into the `evaluation` artifact's URI:
   metrics.json      all numbers (schema below), the reference numbers, the EvalConfig and model URIs
   sample_grid.png   guided samples, one row per digit 0..9, `grid_seeds` columns
   report.md         ours vs reference, the PSNR-vs-noise curve, agreement per digit, the blessing
+  tfma/             the reference denoising protocol computed by TFMA, overall and per digit
+                    (EvalConfig.tfma_denoising; load it with tfma.load_eval_result(<uri>/tfma))
 
 metrics.json:
   candidate, baseline (None without a baseline): one model's metrics each:
@@ -12,7 +14,11 @@ metrics.json:
     sampling         {samples_per_class, num_samples, num_steps, guidance_scale, batch_size, seed}
     class_agreement  {overall, per_class: [10 shares, None if no sample], num_samples}
     frechet          {num_images, distance, real_floor, ratio, kid, kid_real_floor}
-    timings_s        {denoising, denoising_curve, sampling, judging}
+    tfma_denoising   {sigma, num_images, overall: {mse, rmse, psnr, num_images},
+                      per_class: {"0".."9": {mse, rmse, psnr, num_images}}, output_path}
+                     candidate only, when EvalConfig.tfma_denoising: the `denoising` numbers
+                     again, from TFMA (tfma_denoising.py), sliced by digit
+    timings_s        {denoising, denoising_curve, sampling, judging[, tfma_denoising]}
   reference   {sigma, mse, rmse, psnr}           the published protocol numbers
   blessing    {blessed, reasons: ["ok: ..." | "FAIL: ..."]}
   eval_config the EvalConfig used, as a dict
@@ -60,6 +66,7 @@ EVAL_CONFIG_KEY = "eval_config"
 METRICS_FILE_NAME = "metrics.json"
 SAMPLE_GRID_FILE_NAME = "sample_grid.png"
 REPORT_FILE_NAME = "report.md"
+TFMA_DIR_NAME = "tfma"
 
 # Headline numbers also stored as float custom properties of the evaluation artifact (MLMD queries).
 _EVALUATION_PROPERTIES = {
@@ -81,6 +88,24 @@ def read_split(examples: List[types.Artifact], split: str,
 
 def _diffusion_model(model: types.Artifact, config: EvalConfig) -> evaluation_lib.DiffusionModel:
   return evaluation_lib.DiffusionModel(path_utils.serving_model_path(model.uri), config.batch_size)
+
+
+def _tfma_denoising(model: evaluation_lib.DiffusionModel, eval_images: np.ndarray,
+                    eval_labels: np.ndarray, config: EvalConfig, output_path: str,
+                    timings: Dict[str, float]) -> Dict[str, Any]:
+  """The reference denoising protocol through TFMA, on the images the numpy path scores."""
+  # Imported here: TFMA is heavy, and defining the pipeline imports this module.
+  from components.diffusion_evaluator import tfma_denoising  # pylint: disable=g-import-not-at-top
+  clean = eval_images[:config.denoise_num_images]
+  labels = eval_labels[:config.denoise_num_images]
+  with evaluation_lib.timed(f"TFMA denoising on {len(clean)} images, sliced by digit", timings,
+                            "tfma_denoising"):
+    result = tfma_denoising.run(model.loaded, clean, labels, config.denoise_sigma, config.seed,
+                                model.batch_size, output_path)
+  overall = result["overall"]
+  logging.info("DiffusionEvaluator: TFMA MSE %s, RMSE %s, PSNR %s dB over %s images",
+               overall["mse"], overall["rmse"], overall["psnr"], overall["num_images"])
+  return {"sigma": config.denoise_sigma, "num_images": int(len(clean)), **result}
 
 
 def _same_artifact(a: types.Artifact, b: types.Artifact) -> bool:
@@ -134,7 +159,7 @@ class Executor(base_executor.BaseExecutor):
     num_samples = NUM_CLASSES * config.samples_per_class
     timings: Dict[str, float] = {}
     with evaluation_lib.timed("reading data and the real-vs-real floor", timings, "real_data"):
-      eval_images, _ = read_split(examples, "eval")
+      eval_images, eval_labels = read_split(examples, "eval")
       train_images, _ = read_split(examples, "train", limit=num_samples)
       real = evaluation_lib.RealData.from_images(eval_images, train_images, judge, num_samples,
                                                  config.seed)
@@ -143,6 +168,10 @@ class Executor(base_executor.BaseExecutor):
 
     candidate_model = _diffusion_model(candidate, config)
     candidate_metrics, samples = evaluation_lib.evaluate_model(candidate_model, judge, real, config)
+    if config.tfma_denoising:
+      candidate_metrics["tfma_denoising"] = _tfma_denoising(
+          candidate_model, eval_images, eval_labels, config,
+          os.path.join(evaluation.uri, TFMA_DIR_NAME), candidate_metrics["timings_s"])
     baseline_metrics = None
     same_as_candidate = baseline is not None and _same_artifact(candidate, baseline)
     if same_as_candidate:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -51,6 +51,28 @@ def _model_columns(metrics: Mapping[str, Any]) -> Sequence[str]:
   return ["candidate"] + (["baseline"] if metrics.get("baseline") else [])
 
 
+def _tfma_denoising_lines(tfma: Optional[Mapping[str, Any]]) -> List[str]:
+  """The candidate's TFMA denoising numbers per digit slice (nothing when TFMA was off)."""
+  if not tfma:
+    return []
+  overall, per_class = tfma["overall"], tfma["per_class"]
+  digits = list(per_class)
+  return [
+      f"## Denoising per digit (TFMA, candidate, {tfma['num_images']} images)",
+      "",
+      f"Overall, computed by TFMA: MSE {_num(overall['mse'])}, RMSE {_num(overall['rmse'])}, "
+      f"PSNR {_num(overall['psnr'], 2)} dB. Load the slices with "
+      "`tfma.load_eval_result('<this artifact>/tfma')`.",
+      "",
+      "| digit | " + " | ".join(digits) + " |",
+      "|---|" + "---|" * len(digits),
+      "| images | " + " | ".join(str(per_class[d]["num_images"]) for d in digits) + " |",
+      "| MSE | " + " | ".join(_num(per_class[d]["mse"]) for d in digits) + " |",
+      "| PSNR (dB) | " + " | ".join(_num(per_class[d]["psnr"], 2) for d in digits) + " |",
+      "",
+  ]
+
+
 def render_markdown(metrics: Mapping[str, Any]) -> str:
   """report.md from the content of metrics.json (see executor.py for its schema)."""
   models = _model_columns(metrics)
@@ -75,6 +97,7 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
     values = [_num(metrics[model]["denoising"][key], digits) for model in models]
     lines.append(f"| {label} | " + " | ".join(values) + f" | {_num(reference[key], digits)} |")
   lines.append("")
+  lines += _tfma_denoising_lines(metrics["candidate"].get("tfma_denoising"))
 
   lines += ["## PSNR vs noise (candidate)", "", "| sigma | images | MSE | PSNR (dB) |",
             "|---|---|---|---|"]
