@@ -45,13 +45,10 @@ EXPERIMENTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # The unconditional branch (used by guidance and by the denoising protocol) sees 3x the data.
     "dropout0.3": {"diffusion": {"label_dropout": 0.3}},
     # Space-to-depth 2x2 stem: the network runs at 14 and 7, wider, at about 0.65x the time.
-    "patch2_dropout0.3": {"diffusion": {"label_dropout": 0.3},
-                          "unet": {"channels": (64, 96), "patch_size": 2}},
-    "patch2_2blocks_dropout0.3": {"diffusion": {"label_dropout": 0.3},
-                                  "unet": {"channels": (64, 96), "patch_size": 2,
-                                           "res_blocks_per_level": 2}},
-    "eps_dropout0.3": {"diffusion": {"label_dropout": 0.3, "prediction": "eps"}},
-    "nominsnr_dropout0.3": {"diffusion": {"label_dropout": 0.3, "min_snr_gamma": 0.0}},
+    "patch2": {"unet": {"channels": (64, 96), "patch_size": 2}},
+    "patch2_2blocks": {"unet": {"channels": (64, 96), "patch_size": 2, "res_blocks_per_level": 2}},
+    "eps": {"diffusion": {"prediction": "eps"}},
+    "no_min_snr": {"diffusion": {"min_snr_gamma": 0.0}},
 }
 
 # Fewer images and samples than the Evaluator: enough to rank experiments, cheap enough to run many.

@@ -21,8 +21,8 @@ import fake_models  # noqa: E402  (tests/ is on sys.path)
 
 SIGMA, SEED = 0.4, 0
 NUM_IMAGES = 30
-# Smaller than NUM_IMAGES and not a divisor of it: several examples share a `denoise` row and the
-# last call is a partial batch.
+# Smaller than NUM_IMAGES and not a divisor of it: TFMA's batches differ from the numpy path's
+# and the last one is partial.
 BATCH_SIZE = 8
 LABELS = np.arange(NUM_IMAGES) % 7  # digits 0..6 only: slices exist for the labels present
 
@@ -83,24 +83,22 @@ def test_result_loads_with_tfma(protocol):
 
 
 def test_wrapper_model_denoises_each_example_as_the_numpy_path_whatever_the_batching(protocol):
-  """Examples in any order and any batch split give the same images (the `denoise_row` logic)."""
+  """Examples in any order and any batch split give the same images (per-image un-clipping)."""
   records = [record.numpy() for record in tf.data.TFRecordDataset(
       os.path.join(protocol["work_dir"], tfma_denoising.EXAMPLES_FILE_NAME))]
   serve = tf.saved_model.load(os.path.join(protocol["work_dir"], "model")).signatures[
       "serving_default"]
   order = np.random.default_rng(0).permutation(NUM_IMAGES)
   denoised = np.zeros((NUM_IMAGES, tfma_denoising.NUM_PIXELS), np.float32)
-  for chunk in np.split(order, [1, 12, 13]):  # sizes 1, 11, 1, 17: repeated and partial rows
+  for chunk in np.split(order, [1, 12, 13]):  # sizes 1, 11, 1, 17
     outputs = serve(examples=tf.constant([records[index] for index in chunk]))
     denoised[chunk] = outputs[tfma_denoising.OUTPUT_KEY].numpy()
   np.testing.assert_allclose(denoised, protocol["denoised"].reshape(NUM_IMAGES, -1), atol=1e-5)
 
 
-def test_examples_carry_the_row_of_the_numpy_call(protocol):
+def test_examples_carry_the_protocols_noisy_input_clean_label_image_and_digit(protocol):
   parsed = [tf.train.Example.FromString(record.numpy()) for record in tf.data.TFRecordDataset(
       os.path.join(protocol["work_dir"], tfma_denoising.EXAMPLES_FILE_NAME))]
-  rows = [example.features.feature["denoise_row"].int64_list.value[0] for example in parsed]
-  assert rows == [index % BATCH_SIZE for index in range(NUM_IMAGES)]
   labels = [example.features.feature["label"].int64_list.value[0] for example in parsed]
   assert labels == LABELS.tolist()
   first = parsed[0].features.feature

@@ -17,11 +17,23 @@ def unclip(noisy_images, noise_sigma, seed):
   """Returns `noisy_images` with pixels exactly at 0 or 1 replaced by draws beyond the bound.
 
   Args:
-    noisy_images: float32 images in [0, 1] (any shape).
+    noisy_images: float32 images in [0, 1], [N, ...] (axis 0 indexes images).
     noise_sigma: float32 scalar, the std of the noise that was added before clipping.
-    seed: int32 [2], the stateless seed of the draws (same seed, same output).
+    seed: int [2], the stateless seed of the draws.
+  An image's draws depend only on `seed` and the image itself (its fingerprint), never on the
+  batch it arrives in or its row there: the Evaluator and TFMA batch the same images differently
+  and must get the same denoised images.
   """
   noisy_images = tf.convert_to_tensor(noisy_images, tf.float32)
-  tails = noise_sigma * tf.abs(tf.random.stateless_normal(tf.shape(noisy_images), seed=seed))
+  image_keys = tf.bitcast(tf.fingerprint(noisy_images), tf.int64)  # [N]: 8 bytes per image
+  base_seed = tf.cast(seed, tf.int64)
+
+  def draw(image_key):
+    return tf.random.stateless_normal(
+        tf.shape(noisy_images)[1:], seed=tf.random.experimental.stateless_fold_in(base_seed, image_key))
+
+  normals = tf.map_fn(draw, image_keys,
+                      fn_output_signature=tf.TensorSpec(noisy_images.shape[1:], tf.float32))
+  tails = noise_sigma * tf.abs(normals)
   return tf.where(tf.equal(noisy_images, 0.0), -tails,
                   tf.where(tf.equal(noisy_images, 1.0), 1.0 + tails, noisy_images))

@@ -3,7 +3,7 @@
 The same numbers as the numpy path (evaluation.denoising_metrics), from TFMA:
   1. a TFRecord of tf.Examples: `noisy_image` (the protocol's noisy input, made by the same
      metrics.add_noise call), `image` (the clean image, flat: TFMA's label), `label` (the digit:
-     the slicing feature) and `denoise_row` (see below);
+     the slicing feature);
   2. a wrapper SavedModel whose `serving_default` takes serialized tf.Examples, parses
      `noisy_image`, calls the diffusion model's `denoise` signature at the protocol's sigma and
      returns the denoised images flat [N, 784]; pure TensorFlow ops;
@@ -12,16 +12,9 @@ The same numbers as the numpy path (evaluation.denoising_metrics), from TFMA:
      the mean per-image PSNR (tfma_metrics.PerImagePSNR) and the example count;
   4. the result read back with tfma.load_eval_result.
 
-Why `denoise_row`: the `denoise` signature un-clips pixels on the bounds with a stateless draw of
-the shape of its input batch, so an image's draw depends on the row it occupies in the call. The
-numpy path calls `denoise` in batches of `batch_size`; TFMA forms its own batches (read here in
-batches of `batch_size` too, but nothing aligns them with the numpy path's). Each example
-therefore carries the row it had in the numpy path's call (index % batch_size), and the wrapper
-places every example on that row of the batch it passes to `denoise` (rows it does not use are
-filled with 0.5; several examples on one row go in successive calls, so a TFMA batch of at most
-`batch_size` consecutive examples is one call). A stateless draw's first k rows do not depend on
-how many rows are drawn, and the network treats every row on its own, so each image is denoised
-exactly as in the numpy path, whatever TFMA's batching.
+The wrapper needs nothing to line its batches up with the numpy path's: `denoise` un-clips each
+image with draws keyed by the image itself (trainer_module/clipped_noise.py) and the network
+treats every row on its own, so an image is denoised the same in any batch TFMA forms.
 """
 
 from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
@@ -45,11 +38,9 @@ from pipeline.config import IMAGE_SIZE  # noqa: E402
 from pipeline.config import LABEL_KEY  # noqa: E402
 
 NOISY_IMAGE_KEY = "noisy_image"
-DENOISE_ROW_KEY = "denoise_row"
 OUTPUT_KEY = "denoised_images"
 EXAMPLES_FILE_NAME = "denoising_examples.tfrecord"
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
-_FILLER = 0.5  # pixels of unused rows in a call of `denoise` (inside (0, 1): never un-clipped)
 
 # Metric names in TFMA's output: MSE and RMSE from tf_keras, PSNR from tfma_metrics.
 MSE_NAME = "mse"
@@ -66,9 +57,8 @@ def _int_feature(value: int) -> tf.train.Feature:
   return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
-def write_examples(path: str, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray,
-                   batch_size: int) -> None:
-  """One tf.Example per image: noisy_image, image (clean), label and denoise_row, flat floats."""
+def write_examples(path: str, clean: np.ndarray, noisy: np.ndarray, labels: np.ndarray) -> None:
+  """One tf.Example per image: noisy_image and image (clean), flat floats, and label."""
   clean = np.asarray(clean, np.float32)
   noisy = np.asarray(noisy, np.float32)
   labels = np.asarray(labels).reshape(-1)
@@ -81,7 +71,6 @@ def write_examples(path: str, clean: np.ndarray, noisy: np.ndarray, labels: np.n
           NOISY_IMAGE_KEY: _float_feature(noisy[index]),
           IMAGE_KEY: _float_feature(clean[index]),
           LABEL_KEY: _int_feature(int(labels[index])),
-          DENOISE_ROW_KEY: _int_feature(index % batch_size),
       })).SerializeToString())
 
 
@@ -108,32 +97,9 @@ class ExampleDenoiser(tf.Module):
       tf.TensorSpec([None], tf.string, name="examples")])
   def serving_default(self, examples):
     parsed = tf.io.parse_example(examples, {
-        NOISY_IMAGE_KEY: tf.io.FixedLenFeature([NUM_PIXELS], tf.float32),
-        DENOISE_ROW_KEY: tf.io.FixedLenFeature([], tf.int64),
-    })
+        NOISY_IMAGE_KEY: tf.io.FixedLenFeature([NUM_PIXELS], tf.float32)})
     noisy = tf.reshape(parsed[NOISY_IMAGE_KEY], [-1, IMAGE_SIZE, IMAGE_SIZE, 1])
-    rows = tf.cast(parsed[DENOISE_ROW_KEY], tf.int32)
-    count = tf.shape(rows)[0]
-    # rank[i]: how many earlier examples of this batch share example i's row. Call k of `denoise`
-    # takes the examples of rank k, each on its own row.
-    positions = tf.range(count)
-    earlier_same_row = tf.logical_and(tf.equal(rows[:, None], rows[None, :]),
-                                      positions[None, :] < positions[:, None])
-    rank = tf.reduce_sum(tf.cast(earlier_same_row, tf.int32), axis=1)
-    num_calls = tf.reduce_max(tf.concat([rank + 1, [0]], axis=0))
-
-    def call(index, denoised):
-      members = tf.where(tf.equal(rank, index))[:, 0]
-      member_rows = tf.gather(rows, members)
-      batch = tf.tensor_scatter_nd_update(
-          tf.fill([tf.reduce_max(member_rows) + 1, IMAGE_SIZE, IMAGE_SIZE, 1], _FILLER),
-          member_rows[:, None], tf.gather(noisy, members))
-      outputs = tf.gather(self._denoise(batch), member_rows)
-      return index + 1, tf.tensor_scatter_nd_update(denoised, members[:, None], outputs)
-
-    _, denoised = tf.while_loop(lambda index, _: index < num_calls, call,
-                                (tf.constant(0), tf.zeros_like(noisy)))
-    return {OUTPUT_KEY: tf.reshape(denoised, [-1, NUM_PIXELS])}
+    return {OUTPUT_KEY: tf.reshape(self._denoise(noisy), [-1, NUM_PIXELS])}
 
 
 def save_wrapper_model(diffusion_model: Union[str, Any], export_dir: str,
@@ -194,8 +160,7 @@ def run(diffusion_model: Union[str, Any], clean: np.ndarray, labels: np.ndarray,
       object tf.saved_model.load returned (saves loading it again).
     clean: images [N, 28, 28, 1] in [0, 1]; labels: their digits [N].
     sigma, seed: the protocol's noise (metrics.add_noise(clean, sigma, seed)).
-    batch_size: the batch size of the numpy path's `denoise` calls (see the module docstring);
-      TFMA reads the examples in batches of this size too, mostly one call of `denoise` each.
+    batch_size: how many examples TFMA reads (and `denoise` takes) at a time.
     output_path: where TFMA writes its results (loadable with tfma.load_eval_result).
     work_dir: where the examples and the wrapper model go (a temporary directory by default,
       deleted afterwards).
@@ -205,7 +170,7 @@ def run(diffusion_model: Union[str, Any], clean: np.ndarray, labels: np.ndarray,
       return run(diffusion_model, clean, labels, sigma, seed, batch_size, output_path, temp_dir)
   noisy = metrics_lib.add_noise(clean, sigma, seed)
   data_path = os.path.join(work_dir, EXAMPLES_FILE_NAME)
-  write_examples(data_path, clean, noisy, labels, batch_size)
+  write_examples(data_path, clean, noisy, labels)
   model_dir = save_wrapper_model(diffusion_model, os.path.join(work_dir, "model"), sigma)
   config = eval_config()
   shared_model = tfma.default_eval_shared_model(eval_saved_model_path=model_dir,
