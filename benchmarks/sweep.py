@@ -20,7 +20,6 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Dict, Mapping  # noqa: E402
 
@@ -100,7 +99,8 @@ def score(model_dir: str, judge: evaluation.Judge, real: evaluation.RealData) ->
 
 
 def run_experiment(name: str, train_steps: int, data_dir: str, work_root: str,
-                   judge: evaluation.Judge, real: evaluation.RealData) -> Dict[str, Any]:
+                   judge: evaluation.Judge, real: evaluation.RealData,
+                   command: str = "") -> Dict[str, Any]:
   work_dir = os.path.join(work_root, f"{name}_steps{train_steps}")
   result_path = os.path.join(work_dir, "result.json")
   if os.path.exists(result_path):
@@ -111,7 +111,7 @@ def run_experiment(name: str, train_steps: int, data_dir: str, work_root: str,
   training = train_and_export(config, data_dir, work_dir)
   scores = score(os.path.join(work_dir, "model"), judge, real)
   result = evaluation.json_safe({
-      "name": name, "changes": EXPERIMENTS[name], "train_steps": train_steps,
+      "name": name, "command": command, "changes": EXPERIMENTS[name], "train_steps": train_steps,
       "unet": config.unet.to_dict(), "diffusion": config.diffusion.to_dict(),
       "training": training, **scores, "wall_s": round(time.perf_counter() - start, 1)})
   with open(result_path, "w") as f:
@@ -158,14 +158,16 @@ def main(argv=None):
     with open(path) as f:
       results = json.load(f)
   for name in args.only:
-    result = run_experiment(name, args.train_steps, args.data_dir, args.work_dir, judge, real)
+    # The command that reproduces this experiment alone (each one is independent and seeded).
+    command = (f"python -m benchmarks.sweep --classifier-dir {shlex.quote(args.classifier_dir)} "
+               f"--train-steps {args.train_steps} --only {name}")
+    result = run_experiment(name, args.train_steps, args.data_dir, args.work_dir, judge, real,
+                            command)
     results["experiments"] = [r for r in results["experiments"]
                               if (r["name"], r["train_steps"]) != (name, args.train_steps)]
     results["experiments"].append(result)
     results.update({"machine": machine.describe(), "sweep_eval": SWEEP_EVAL.to_dict(),
-                    "guidance_scales": list(SWEEP_GUIDANCE),
-                    "command": "python -m benchmarks.sweep " + " ".join(
-                        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))})
+                    "guidance_scales": list(SWEEP_GUIDANCE)})
     os.makedirs(args.results_dir, exist_ok=True)
     with open(path, "w") as f:
       json.dump(results, f, indent=2)

@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import denoise_clipping  # noqa: E402
+from benchmarks import forward_cost  # noqa: E402
 from benchmarks import machine  # noqa: E402
 from benchmarks import quality  # noqa: E402
 from benchmarks import serving_latency  # noqa: E402
@@ -217,3 +218,16 @@ def test_sweep_skips_finished_experiments_and_tabulates_them(tmp_path):
   assert result == finished
   table = sweep.markdown_table({"experiments": [result]})
   assert "| baseline | 1,000 | 12 | 50.0 | 21.50 | 90.0% | 95.0% | 1.50 | 1.20 |" in table
+
+
+def test_forward_cost_writes_the_cost_of_each_network(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(flops, "matmul_flops_per_second", lambda: 1e10)
+  forward_cost.main(["--rows", "2", "--repeats", "1", "--only", "patch2",
+                     "--results-dir", str(tmp_path)])
+  with open(tmp_path / "forward_cost.json") as f:
+    result = json.load(f)
+  [patch2] = result["results"]
+  assert patch2["unet"]["patch_size"] == 2 and patch2["rows"] == 2
+  assert patch2["parameters"] > 0 and patch2["gflop_per_image"] > 0 and patch2["ms_per_call"] > 0
+  assert patch2["share_of_matmul_rate"] == pytest.approx(patch2["gflops_achieved"] / 10)
+  assert "patch2:" in capsys.readouterr().out
