@@ -53,7 +53,9 @@ class _OracleModel:
   def __call__(self, inputs, training=False):
     noisy, times, _ = inputs
     self.calls.append((noisy.numpy(), times.numpy()))
-    images = tf.concat([self.images, self.images], 0)  # guidance doubles the batch
+    # Guidance doubles the batch, except at guidance 0 and 1.
+    copies = int(tf.shape(noisy)[0]) // int(tf.shape(self.images)[0])
+    images = tf.concat([self.images] * copies, 0)
     signal_rates, noise_rates = _SCHEDULE.rates(times[:, None, None, None])
     noises = (noisy - signal_rates * images) / noise_rates
     return schedule_lib.training_target(images, noises, signal_rates, noise_rates,
@@ -97,6 +99,22 @@ def test_guided_prediction_endpoints_equal_single_model_calls(model, guidance_sc
   }[expected]
   guided = samplers.guided_prediction(model, noisy, times, labels, guidance_scale, _NULL)
   np.testing.assert_allclose(guided.numpy(), reference.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("guidance_scale,rows", [(1.0, 3), (0.0, 3), (1.5, 6), (0.5, 6)])
+def test_guided_prediction_runs_one_half_at_guidance_0_and_1_and_both_otherwise(
+    guidance_scale, rows):
+  seen = []
+
+  def recording_model(inputs, training=False):
+    seen.append((int(tf.shape(inputs[0])[0]), inputs[2].numpy().tolist()))
+    return tf.zeros_like(inputs[0])
+
+  samplers.guided_prediction(recording_model, tf.zeros([3, 28, 28, 1]), tf.fill([3], 0.5),
+                             tf.constant([2, 5, 7]), guidance_scale, _NULL)
+  assert [count for count, _ in seen] == [rows]
+  if guidance_scale == 0.0:
+    assert seen[0][1] == [_NULL] * 3
 
 
 def test_guided_prediction_extrapolates_from_unconditional_to_conditional(model):

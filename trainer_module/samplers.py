@@ -39,16 +39,30 @@ def initial_noise(seed: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
 
 def guided_prediction(model: Callable, noisy_images, diffusion_times, labels, guidance_scale,
                       null_label: int):
-  """uncond + guidance_scale * (cond - uncond), both halves from one doubled batch."""
-  batch_size = tf.shape(noisy_images)[0]
-  null_labels = tf.fill([batch_size], tf.constant(null_label, tf.int32))
-  predictions = model([
-      tf.concat([noisy_images, noisy_images], 0),
-      tf.concat([diffusion_times, diffusion_times], 0),
-      tf.concat([tf.cast(labels, tf.int32), null_labels], 0),
-  ], training=False)
-  conditional, unconditional = tf.split(predictions, 2, axis=0)
-  return unconditional + tf.cast(guidance_scale, tf.float32) * (conditional - unconditional)
+  """uncond + guidance_scale * (cond - uncond), both halves from one doubled batch.
+
+  At guidance 1 (the conditional model alone) and 0 (the unconditional model) only one half
+  matters, so only that one is computed: such requests cost half as much.
+  """
+  guidance_scale = tf.cast(guidance_scale, tf.float32)
+  labels = tf.cast(labels, tf.int32)
+  null_labels = tf.fill([tf.shape(noisy_images)[0]], tf.constant(null_label, tf.int32))
+
+  def one_half(half_labels):
+    return lambda: model([noisy_images, diffusion_times, half_labels], training=False)
+
+  def both_halves():
+    predictions = model([
+        tf.concat([noisy_images, noisy_images], 0),
+        tf.concat([diffusion_times, diffusion_times], 0),
+        tf.concat([labels, null_labels], 0),
+    ], training=False)
+    conditional, unconditional = tf.split(predictions, 2, axis=0)
+    return unconditional + guidance_scale * (conditional - unconditional)
+
+  return tf.cond(tf.equal(guidance_scale, 1.0), one_half(labels),
+                 lambda: tf.cond(tf.equal(guidance_scale, 0.0), one_half(null_labels),
+                                 both_halves))
 
 
 def sample(model: Callable, noise: tf.Tensor, labels: tf.Tensor, num_steps, guidance_scale,
