@@ -21,6 +21,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
@@ -67,12 +68,13 @@ def parse_combo(text: str) -> Tuple[int, float]:
     raise argparse.ArgumentTypeError(f"expected STEPS:GUIDANCE such as 20:1.5, got {text!r}")
 
 
-def reexport_with_sampler(model_dir: str, profile: config_lib.PipelineConfig, sampler: str,
-                          export_dir: str) -> str:
-  """The weights of the SavedModel at `model_dir`, exported again with another sampler."""
+def reexport_with_sampler(model_dir: str, profile: config_lib.PipelineConfig,
+                          export_dir: str, **sampler_fields: Any) -> str:
+  """The weights of the SavedModel at `model_dir`, exported again with the profile's SamplerConfig
+  with `sampler_fields` replaced (another sampler, a guidance interval)."""
   network = export.restore_unet(saved_model_dir(model_dir), profile.unet)
   export.export_sampler(network, profile.diffusion,
-                        dataclasses.replace(profile.sampler, sampler=sampler), export_dir)
+                        dataclasses.replace(profile.sampler, **sampler_fields), export_dir)
   return export_dir
 
 
@@ -127,7 +129,8 @@ def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: Eval
           flush=True)
 
   return evaluation.json_safe({
-      "name": name, "model_dir": model_dir, "sampler": sampler, "classifier_dir": classifier_dir,
+      "name": name, "model_dir": model_dir, "sampler": sampler,
+      "guidance_sigma_interval": model.guidance_sigma_interval, "classifier_dir": classifier_dir,
       "examples_dir": examples_dir, "eval_config": config.to_dict(),
       "data": {"num_eval_images": len(eval_images), "num_train_images": len(train_images),
                "timings_s": data_timings},
@@ -144,11 +147,19 @@ def _num(value: Optional[float], digits: int) -> str:
   return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _interval(interval: Optional[Sequence[Optional[float]]]) -> str:
+  if interval is None:
+    return "(all: exported without an interval)"
+  low, high = interval
+  return f"sigma >= {low:g}" if high is None else f"{low:g} <= sigma <= {high:g}"
+
+
 def render_markdown(result: Dict[str, Any]) -> str:
   denoising, reference, floor = result["denoising"], result["reference"], result["real_floor"]
   config = result["eval_config"]
   lines = [
-      f"# Sample quality: {result['sampler']} sampler", "",
+      f"# Sample quality: {result['sampler']} sampler, guidance above 1 at noise levels "
+      f"{_interval(result.get('guidance_sigma_interval'))}", "",
       f"`{result['command']}`", "",
       f"Model `{result['model_dir']}`, judge `{result['classifier_dir']}`, "
       f"{result['data']['num_eval_images']} eval images; {result['machine']['cpus']} CPUs, "
@@ -204,6 +215,10 @@ def main(argv=None):
                       help="only these (steps, guidance) pairs instead of --steps x --guidance")
   parser.add_argument("--sampler", choices=samplers.SAMPLERS, default=None,
                       help="re-export the model's weights (of --profile's U-Net) with this sampler")
+  parser.add_argument("--guidance-interval", type=float, nargs=2, default=None,
+                      metavar=("MIN_SIGMA", "MAX_SIGMA"),
+                      help="re-export with guidance above 1 only at these noise levels "
+                           "(SamplerConfig.guidance_min_sigma / guidance_max_sigma; inf = no bound)")
   parser.add_argument("--name", default=None, help="result file suffix; default: the sampler")
   parser.add_argument("--results-dir", default=RESULTS_DIR)
   args = parser.parse_args(argv)
@@ -215,15 +230,23 @@ def main(argv=None):
   combos = args.combos or list(itertools.product(args.steps, args.guidance))
   with tempfile.TemporaryDirectory() as scratch:
     model_dir = args.model_dir
+    sampler_fields: Dict[str, Any] = {}
     if args.sampler:
-      model_dir = reexport_with_sampler(model_dir, config_lib.profile(args.profile), args.sampler,
-                                        os.path.join(scratch, args.sampler))
+      sampler_fields["sampler"] = args.sampler
+    if args.guidance_interval:
+      low, high = args.guidance_interval
+      sampler_fields.update(guidance_min_sigma=low,
+                            guidance_max_sigma=None if math.isinf(high) else high)
+    if sampler_fields:
+      model_dir = reexport_with_sampler(model_dir, config_lib.profile(args.profile),
+                                        os.path.join(scratch, "reexported"), **sampler_fields)
     result = {"command": shlex.join(["python", "-m", "benchmarks.quality", *argv]),
               "machine": machine.describe(),
               **measure(model_dir, args.classifier_dir, args.examples_dir, config, combos,
                         args.results_dir, args.name)}
-    if args.sampler:
-      result["model_dir"] = f"{args.model_dir} (re-exported with sampler {args.sampler})"
+    if sampler_fields:
+      fields = ", ".join(f"{key}={value}" for key, value in sampler_fields.items())
+      result["model_dir"] = f"{args.model_dir} (re-exported with {fields})"
   name = result["name"]
   json_path = os.path.join(args.results_dir, f"quality_{name}.json")
   with open(json_path, "w") as f:

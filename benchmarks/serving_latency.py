@@ -94,11 +94,12 @@ class PythonLoopSampler:
   """The tutorial sampler: DDIM (eta 0) with classifier-free guidance, one eager U-Net call per
   step from a Python loop. Same math as samplers.sample(sampler="ddim")."""
 
-  def __init__(self, model, diffusion: config_lib.DiffusionConfig, null_label: int):
+  def __init__(self, model, diffusion: config_lib.DiffusionConfig,
+               sampler: config_lib.SamplerConfig):
     self.model = model
     self._schedule = export.schedule_from_config(diffusion)
     self._prediction = diffusion.prediction
-    self._null_label = null_label
+    self._sampler = sampler
 
   def sample(self, noise: tf.Tensor, labels, num_steps: int, guidance_scale: float) -> np.ndarray:
     """Images [N, 28, 28, 1] in [0, 1] from model-space `noise` [N, 28, 28, 1]."""
@@ -112,9 +113,12 @@ class PythonLoopSampler:
       times = 1.0 - tf.cast(step, tf.float32) * step_size
       signal_rates, noise_rates = self._schedule.rates(times)
       next_signal_rates, next_noise_rates = self._schedule.rates(times - step_size)
+      scale = samplers.step_guidance_scale(guidance_scale, signal_rates, noise_rates,
+                                           self._sampler.guidance_min_sigma,
+                                           self._sampler.guidance_max_sigma)
       predictions = samplers.guided_prediction(
-          self.model, noisy_images, tf.fill([batch_size], times), labels, guidance_scale,
-          self._null_label)
+          self.model, noisy_images, tf.fill([batch_size], times), labels, scale,
+          self._sampler.null_label)
       pred_images, _ = schedule_lib.split_prediction(predictions, noisy_images, signal_rates,
                                                      noise_rates, self._prediction)
       pred_images = tf.clip_by_value(pred_images, -1.0, 1.0)
@@ -157,19 +161,23 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   grid = [(b, s) for b in batch_sizes for s in steps]
   fresh = time_in_fresh_process(model_dir, grid, repeats, guidance_scale)
   model = export.restore_unet(model_dir, config.unet)
-  loop_sampler = PythonLoopSampler(model, config.diffusion, config.sampler.null_label)
+  loop_sampler = PythonLoopSampler(model, config.diffusion, config.sampler)
   loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
-  # Guidance doubles the batch: two forward passes per image and step.
-  flops_per_image_step = 2.0 * flops.forward_flops(model, 1)
+  # A guided step runs the doubled batch, one at scale 0 or 1 or outside the guidance interval.
+  forward_flops = flops.forward_flops(model, 1)
   machine_rate = flops.matmul_flops_per_second()
   rows = []
   for graph_run, loop_run in zip(fresh["runs"], loop_runs):
     batch_size, num_steps = graph_run["batch_size"], graph_run["num_steps"]
     in_graph = _summary(graph_run["seconds"], batch_size)
     python_loop = _summary(loop_run["seconds"], batch_size)
-    achieved = in_graph["images_per_second"] * num_steps * flops_per_image_step
+    rows_per_sample = samplers.network_rows_per_sample(
+        num_steps, guidance_scale, export.schedule_from_config(config.diffusion),
+        config.sampler.guidance_min_sigma, config.sampler.guidance_max_sigma)
+    achieved = in_graph["images_per_second"] * rows_per_sample * forward_flops
     rows.append({
-        "batch_size": batch_size, "num_steps": num_steps, "in_graph": in_graph,
+        "batch_size": batch_size, "num_steps": num_steps, "network_rows_per_sample": rows_per_sample,
+        "in_graph": in_graph,
         "python_loop": python_loop, "speedup_p50": python_loop["p50_s"] / in_graph["p50_s"],
         "in_graph_gflops": achieved / 1e9, "in_graph_share_of_matmul_rate": achieved / machine_rate,
     })
@@ -179,8 +187,9 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   return {
       "model_dir": model_dir, "profile": config.profile, "guidance_scale": guidance_scale,
       "repeats": repeats, "parameters": model.count_params(),
-      "forward_gflop_per_image": flops_per_image_step / 2.0 / 1e9,
-      "gflop_per_image_step": flops_per_image_step / 1e9,
+      "forward_gflop_per_image": forward_flops / 1e9,
+      "guidance_sigma_interval": [config.sampler.guidance_min_sigma,
+                                  config.sampler.guidance_max_sigma],
       "machine_matmul_gflops": machine_rate / 1e9,
       "fresh_process": {key: fresh[key] for key in
                         ("tensorflow", "load_seconds", "first_call_seconds", "project_modules")},
@@ -240,7 +249,7 @@ def main(argv=None):
   print()
   fresh = result["fresh_process"]
   print(f"model {result['model_dir']}: {result['parameters']} parameters, "
-        f"{result['gflop_per_image_step']:.4g} GFLOP per image and step (guided), machine matmul "
+        f"{result['forward_gflop_per_image']:.4g} GFLOP per network row, machine matmul "
         f"{result['machine_matmul_gflops']:.4g} GFLOP/s; fresh process: load "
         f"{fresh['load_seconds']:.2f} s, first call {fresh['first_call_seconds']:.2f} s")
   latency, speedup = (result["targets"]["p50_10_digits_20_steps_under_1s"],

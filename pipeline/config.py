@@ -118,12 +118,25 @@ class ClassifierConfig(_JsonMixin):
   seed: int = 0
 
 
+# What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance 1.5
+# at every step.
+DEFAULT_NUM_STEPS = 20
+DEFAULT_GUIDANCE_SCALE = 1.5
+DEFAULT_GUIDANCE_MIN_SIGMA = 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig(_JsonMixin):
   """Defaults and limits of the exported guided sampler (trainer_module/samplers.py, export.py)."""
   sampler: str = "ddim"  # "ddim", "dpmpp_2m" (both deterministic) or "ancestral" (DDPM)
-  num_steps: int = 20
-  guidance_scale: float = 1.5  # diffusers convention: 0 unconditional, 1 conditional, >1 guided
+  num_steps: int = DEFAULT_NUM_STEPS
+  # Diffusers convention: 0 unconditional, 1 the conditional model alone, > 1 guided.
+  guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+  # Guidance above 1 only at noise levels sigma = noise_rate / signal_rate in this interval
+  # (samplers.step_guidance_scale); elsewhere the conditional model alone, at half the cost.
+  # 0 and None (no upper bound) guide every step.
+  guidance_min_sigma: float = DEFAULT_GUIDANCE_MIN_SIGMA
+  guidance_max_sigma: Optional[float] = None
   max_steps: int = 1000
   max_batch: int = 256
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
@@ -143,8 +156,9 @@ class EvalConfig(_JsonMixin):
   # evaluation artifact's tfma/ directory (on the same denoise_num_images images).
   tfma_denoising: bool = True
   samples_per_class: int = 100
-  sample_steps: int = 20
-  guidance_scale: float = 1.5
+  # The served defaults (the guidance interval is the exported model's own).
+  sample_steps: int = DEFAULT_NUM_STEPS
+  guidance_scale: float = DEFAULT_GUIDANCE_SCALE
   grid_seeds: int = 8  # columns of the sample grid (one row per digit)
   batch_size: int = 250
   seed: int = 0

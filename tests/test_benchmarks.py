@@ -52,8 +52,7 @@ def fakes(tmp_path_factory):
 def test_python_loop_sampler_matches_exported_sampler(exported_dir):
   loaded = tf.saved_model.load(exported_dir)
   sampler = serving_latency.PythonLoopSampler(
-      export.restore_unet(exported_dir, _CONFIG.unet), _CONFIG.diffusion,
-      _CONFIG.sampler.null_label)
+      export.restore_unet(exported_dir, _CONFIG.unet), _CONFIG.diffusion, _CONFIG.sampler)
   labels = np.array([0, 3, 7, 10], np.int32)
   for guidance_scale, num_steps in ((1.5, 3), (0.0, 2)):
     expected = loaded.signatures["serving_default"](
@@ -96,7 +95,8 @@ def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, caps
         row["python_loop"]["p50_s"] / row["in_graph"]["p50_s"])
     assert row["in_graph_share_of_matmul_rate"] == pytest.approx(
         row["in_graph_gflops"] * 1e9 / 1e10)
-  assert result["gflop_per_image_step"] == pytest.approx(2 * result["forward_gflop_per_image"])
+    # The test runs guided (scale != 0, 1) at every step: two network rows per sample and step.
+    assert row["network_rows_per_sample"] == 2 * row["num_steps"]
   assert result["targets"]["p50_10_digits_20_steps_under_1s"]["met"] is None  # not in the grid
   assert isinstance(result["targets"]["in_graph_speedup_at_least_2x"]["met"], bool)
   assert "| batch | steps |" in capsys.readouterr().out
@@ -130,27 +130,35 @@ def test_quality_writes_results(exported_dir, fakes, tmp_path):
   assert "quality_ddim/steps2_guidance1.5.png" in markdown
 
 
-def test_exported_sampler_is_saved_in_the_model(exported_dir, tmp_path):
-  assert evaluation.exported_sampler(tf.saved_model.load(exported_dir)) == "ddim"
+def test_exported_sampler_and_guidance_interval_are_saved_in_the_model(exported_dir, tmp_path):
+  default = tf.saved_model.load(exported_dir)
+  assert evaluation.exported_sampler(default) == "ddim"
+  assert default.guidance_sigma_interval.numpy().tolist() == [
+      config_lib.DEFAULT_GUIDANCE_MIN_SIGMA, float("inf")]
   dpm_dir = str(tmp_path / "dpmpp_2m")
   export.export_sampler(_seeded_unet(), _CONFIG.diffusion,
-                        dataclasses.replace(_CONFIG.sampler, sampler="dpmpp_2m"), dpm_dir)
-  assert evaluation.exported_sampler(tf.saved_model.load(dpm_dir)) == "dpmpp_2m"
+                        dataclasses.replace(_CONFIG.sampler, sampler="dpmpp_2m",
+                                            guidance_min_sigma=1.0, guidance_max_sigma=8.0), dpm_dir)
+  dpm = tf.saved_model.load(dpm_dir)
+  assert evaluation.exported_sampler(dpm) == "dpmpp_2m"
+  assert dpm.guidance_sigma_interval.numpy().tolist() == [1.0, 8.0]
   fake_dir = fake_models.save_fake_diffusion_model(str(tmp_path / "fake"))
   assert evaluation.DiffusionModel(os.path.join(fake_dir, "Format-Serving"), 4).sampler == (
       evaluation.SAMPLER_UNKNOWN)
 
 
-def test_quality_reexports_with_another_sampler_and_runs_only_the_chosen_combos(
+def test_quality_reexports_with_another_sampler_and_interval_and_runs_only_the_chosen_combos(
     exported_dir, fakes, tmp_path):
   quality.main(["--model-dir", exported_dir, "--classifier-dir", fakes["classifier"],
                 "--examples-dir", fakes["examples"], "--profile", "smoke",
                 "--samples-per-class", "1", "--combos", "3:1.5", "2:0",
-                "--sampler", "dpmpp_2m", "--results-dir", str(tmp_path)])
+                "--sampler", "dpmpp_2m", "--guidance-interval", "1", "inf",
+                "--results-dir", str(tmp_path)])
   with open(tmp_path / "quality_dpmpp_2m.json") as f:
     result = json.load(f)
   assert result["sampler"] == "dpmpp_2m"
-  assert result["model_dir"] == f"{exported_dir} (re-exported with sampler dpmpp_2m)"
+  assert result["model_dir"] == (f"{exported_dir} (re-exported with sampler=dpmpp_2m, "
+                                 "guidance_min_sigma=1.0, guidance_max_sigma=None)")
   assert [(c["num_steps"], c["guidance_scale"]) for c in result["combinations"]] == [
       (3, 1.5), (2, 0.0)]
 

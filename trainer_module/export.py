@@ -50,6 +50,11 @@ class GuidedSamplerModule(tf.Module):
     self.max_steps = tf.Variable(sampler.max_steps, trainable=False, dtype=tf.int32)
     self.max_batch = tf.Variable(sampler.max_batch, trainable=False, dtype=tf.int32)
     self.sampler_name = tf.Variable(sampler.sampler, trainable=False, dtype=tf.string)
+    # [min, max] noise levels where guidance above 1 applies (max = inf: no upper bound).
+    self.guidance_sigma_interval = tf.Variable(
+        [sampler.guidance_min_sigma,
+         float("inf") if sampler.guidance_max_sigma is None else sampler.guidance_max_sigma],
+        trainable=False, dtype=tf.float32)
 
   def _validate_request(self, labels, guidance_scale, num_steps):
     batch_size = tf.size(labels)
@@ -75,7 +80,9 @@ class GuidedSamplerModule(tf.Module):
       noise = samplers.initial_noise(seed, tf.size(labels))
     pred_images = samplers.sample(
         self._model, noise, labels, num_steps, guidance_scale, self._schedule, self._prediction,
-        self._sampler.null_label, sampler=self._sampler.sampler, seed=seed)
+        self._sampler.null_label, sampler=self._sampler.sampler, seed=seed,
+        guidance_min_sigma=self._sampler.guidance_min_sigma,
+        guidance_max_sigma=self._sampler.guidance_max_sigma)
     return {"images": transform.to_pixels(pred_images),
             "images_float": transform.to_unit_range(pred_images)}
 

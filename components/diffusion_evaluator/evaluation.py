@@ -116,6 +116,16 @@ class DiffusionModel:
     """The sampler fixed at export ("ddim", "dpmpp_2m", "ancestral") or "unknown"."""
     return exported_sampler(self._loaded)
 
+  @property
+  def guidance_sigma_interval(self) -> Optional[List[float]]:
+    """[min, max] noise levels where the exported sampler applies guidance above 1 (max None =
+    no bound); None for a model exported before the interval existed (it guides every step)."""
+    interval = getattr(self._loaded, "guidance_sigma_interval", None)
+    if interval is None:
+      return None
+    low, high = interval.numpy().tolist()
+    return [low, None if math.isinf(high) else high]
+
 
 class Judge:
   """The classifier SavedModel: predicted classes and penultimate features, in batches."""
