@@ -118,11 +118,11 @@ class ClassifierConfig(_JsonMixin):
   seed: int = 0
 
 
-# What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance 1.5
-# at every step.
+# What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance 2
+# applied only at noise levels sigma >= 1 (README, "Guidance scale, interval and sampler").
 DEFAULT_NUM_STEPS = 20
-DEFAULT_GUIDANCE_SCALE = 1.5
-DEFAULT_GUIDANCE_MIN_SIGMA = 0.0
+DEFAULT_GUIDANCE_SCALE = 2.0
+DEFAULT_GUIDANCE_MIN_SIGMA = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
