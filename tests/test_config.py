@@ -117,3 +117,10 @@ def test_metadata_sqlite_defaults_under_pipeline_root():
 def test_configs_are_frozen():
   with pytest.raises(dataclasses.FrozenInstanceError):
     config_lib.profile("smoke").train.train_steps = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", sorted(config_lib.PROFILES))
+def test_evaluator_scores_the_served_default_guidance_and_steps(name):
+  config = config_lib.profile(name)
+  assert config.eval.guidance_scale == config.sampler.guidance_scale
+  assert config.eval.sample_steps == config.sampler.num_steps
