@@ -37,6 +37,11 @@ def initial_noise(seed: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
   return per_sample_normal(seed, batch_size, _INITIAL_NOISE_STREAM)
 
 
+def runs_one_half(guidance_scale) -> tf.Tensor:
+  """At guidance 0 (unconditional) and 1 (conditional alone) one half of the batch is enough."""
+  return tf.logical_or(tf.equal(guidance_scale, 0.0), tf.equal(guidance_scale, 1.0))
+
+
 def guided_prediction(model: Callable, noisy_images, diffusion_times, labels, guidance_scale,
                       null_label: int):
   """uncond + guidance_scale * (cond - uncond), both halves from one doubled batch.
@@ -47,7 +52,7 @@ def guided_prediction(model: Callable, noisy_images, diffusion_times, labels, gu
   guidance_scale = tf.cast(guidance_scale, tf.float32)
   labels = tf.cast(labels, tf.int32)
   null_labels = tf.fill([tf.shape(noisy_images)[0]], tf.constant(null_label, tf.int32))
-  one_half = tf.logical_or(tf.equal(guidance_scale, 0.0), tf.equal(guidance_scale, 1.0))
+  one_half = runs_one_half(guidance_scale)
   # The conds pick the rows and combine the outputs; the network itself is called (and traced)
   # once, so exporting costs no more than with a fixed doubled batch.
   rows = tf.cond(one_half, lambda: noisy_images, lambda: tf.concat([noisy_images] * 2, 0))
@@ -91,8 +96,9 @@ def network_rows_per_sample(num_steps: int, guidance_scale: float,
   times = 1.0 - tf.range(num_steps, dtype=tf.float32) / float(num_steps)  # sample()'s time grid
   signal_rates, noise_rates = schedule.rates(times)
   scales = step_guidance_scale(guidance_scale, signal_rates, noise_rates, guidance_min_sigma,
-                               guidance_max_sigma).numpy()
-  return int(num_steps + sum(scale not in (0.0, 1.0) for scale in scales))
+                               guidance_max_sigma)
+  doubled_steps = tf.reduce_sum(tf.cast(tf.logical_not(runs_one_half(scales)), tf.int32))
+  return int(num_steps + doubled_steps)
 
 
 def sample(model: Callable, noise: tf.Tensor, labels: tf.Tensor, num_steps, guidance_scale,
