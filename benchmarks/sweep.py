@@ -54,6 +54,9 @@ EXPERIMENTS: Dict[str, Dict[str, Dict[str, Any]]] = {
 SWEEP_EVAL = EvalConfig(denoise_num_images=2000, denoise_curve_sigmas=(0.2, 0.8),
                         denoise_curve_num_images=500, samples_per_class=30, sample_steps=20)
 SWEEP_GUIDANCE = (1.0, 1.5)
+# Guidance at every step, as when the first rows ran (before the served default guided only at
+# sigma >= 1), so every row of the table is scored the same way.
+SWEEP_SAMPLER_FIELDS = {"guidance_min_sigma": 0.0, "guidance_max_sigma": None}
 
 
 def experiment_config(name: str, train_steps: int) -> PipelineConfig:
@@ -62,7 +65,8 @@ def experiment_config(name: str, train_steps: int) -> PipelineConfig:
   sections = {section: dataclasses.replace(getattr(base, section), **fields)
               for section, fields in EXPERIMENTS[name].items()}
   config = dataclasses.replace(base, **sections)
-  return dataclasses.replace(config, train=dataclasses.replace(config.train, train_steps=train_steps))
+  return dataclasses.replace(config, train=dataclasses.replace(config.train, train_steps=train_steps),
+                             sampler=dataclasses.replace(config.sampler, **SWEEP_SAMPLER_FIELDS))
 
 
 def mnist_dataset(data_dir: str, config: PipelineConfig) -> tf.data.Dataset:
@@ -113,6 +117,7 @@ def run_experiment(name: str, train_steps: int, data_dir: str, work_root: str,
   result = evaluation.json_safe({
       "name": name, "command": command, "changes": EXPERIMENTS[name], "train_steps": train_steps,
       "unet": config.unet.to_dict(), "diffusion": config.diffusion.to_dict(),
+      "sampler": config.sampler.to_dict(),
       "training": training, **scores, "wall_s": round(time.perf_counter() - start, 1)})
   with open(result_path, "w") as f:
     json.dump(result, f, indent=2)
