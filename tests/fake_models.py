@@ -9,6 +9,7 @@ saved as `<model_uri>/Format-Serving`, the layout `tfx.utils.path_utils.serving_
 from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
 
 import os  # noqa: E402
+from typing import Optional, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -33,10 +34,16 @@ def digit_templates() -> np.ndarray:
 class _FakeDiffusionModel(tf.Module):
   """Sampler drawing noisy class templates; denoiser that blurs ("blur") or does nothing."""
 
-  def __init__(self, denoiser: str, label_shift: int, sample_noise: float):
+  def __init__(self, denoiser: str, label_shift: int, sample_noise: float,
+               guidance_sigma_interval: Optional[Tuple[float, float]] = None):
     super().__init__()
     if denoiser not in ("blur", "identity"):
       raise ValueError(f"Unknown fake denoiser {denoiser!r}")
+    if guidance_sigma_interval is not None:
+      # What the real exporter saves beside its sampler (trainer_module/export.py).
+      self.sampler_name = tf.Variable("ddim", trainable=False)
+      self.guidance_sigma_interval = tf.Variable(guidance_sigma_interval, trainable=False,
+                                                 dtype=tf.float32)
     self._denoiser = denoiser
     self._label_shift = label_shift
     self._sample_noise = sample_noise
@@ -89,12 +96,15 @@ class _FakeClassifier(tf.Module):
 
 
 def save_fake_diffusion_model(model_uri: str, denoiser: str = "blur", label_shift: int = 0,
-                              sample_noise: float = 0.05) -> str:
+                              sample_noise: float = 0.05,
+                              guidance_sigma_interval: Optional[Tuple[float, float]] = None) -> str:
   """Saves a fake diffusion SavedModel under `model_uri`; returns model_uri.
 
   label_shift=k draws the template of class (label + k) % 10: a sampler ignoring its condition.
+  guidance_sigma_interval: saved with sampler_name "ddim" as the exporter saves them; None saves
+  neither, like a model exported before they existed.
   """
-  module = _FakeDiffusionModel(denoiser, label_shift, sample_noise)
+  module = _FakeDiffusionModel(denoiser, label_shift, sample_noise, guidance_sigma_interval)
   tf.saved_model.save(module, path_utils.serving_model_path(model_uri), signatures={
       "serving_default": module.serving_default.get_concrete_function(),
       "denoise": module.denoise.get_concrete_function(),

@@ -32,6 +32,10 @@ def fakes(tmp_path_factory):
           fake_models.save_fake_diffusion_model(str(root / "good"), denoiser="blur"), 2),
       "bad": fake_models.model_artifact(
           fake_models.save_fake_diffusion_model(str(root / "bad"), denoiser="identity"), 3),
+      # "good" exported with a guidance interval, as the current exporter writes it.
+      "interval": fake_models.model_artifact(
+          fake_models.save_fake_diffusion_model(str(root / "interval"), denoiser="blur",
+                                                guidance_sigma_interval=(1.0, float("inf"))), 4),
   }
 
 
@@ -160,6 +164,20 @@ def test_baseline_same_as_candidate_reuses_metrics_and_blesses(tmp_path, fakes):
   assert results["baseline"] == results["candidate"]
   assert _blessed(blessing)
   assert blessing.get_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY) == 2
+
+
+def test_metrics_record_each_models_export_time_sampler_and_say_when_they_differ(tmp_path, fakes):
+  results, evaluation, blessing = _run(tmp_path, fakes, fakes["interval"], baseline=fakes["good"])
+  candidate, baseline = results["candidate"]["sampling"], results["baseline"]["sampling"]
+  assert candidate["sampler"] == "ddim" and candidate["guidance_sigma_interval"] == [1.0, None]
+  assert baseline["sampler"] == "unknown" and baseline["guidance_sigma_interval"] is None
+  # Same request for both (steps, guidance); the difference is stated, not held against either.
+  assert candidate["num_steps"] == baseline["num_steps"]
+  assert _blessed(blessing)
+  notes = [r for r in results["blessing"]["reasons"] if "ddim, guidance at sigma >= 1" in r]
+  assert len(notes) == 1 and notes[0].startswith("ok: ") and "unknown, guidance at every step" in notes[0]
+  with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
+    assert "| sampler (fixed at export) | ddim, guidance at sigma >= 1 | unknown" in f.read()
 
 
 def test_component_wires_channels_and_config(fakes):

@@ -163,6 +163,32 @@ def test_blessing_against_baseline(psnr, agreement, expected):
   assert any("baseline" in reason for reason in reasons)
 
 
+@pytest.mark.parametrize("sampling, expected", [
+    ({"sampler": "ddim", "guidance_sigma_interval": [1.0, None]}, "ddim, guidance at sigma >= 1"),
+    ({"sampler": "ddim", "guidance_sigma_interval": [0.5, 4.0]},
+     "ddim, guidance at sigma in [0.5, 4]"),
+    ({"sampler": "ancestral", "guidance_sigma_interval": [0.0, None]},
+     "ancestral, guidance at every step"),
+    ({"sampler": "unknown", "guidance_sigma_interval": None}, "unknown, guidance at every step"),
+    ({"num_steps": 20}, "unrecorded"),  # metrics written before the sampler was recorded
+    (None, "unrecorded"),
+])
+def test_sampling_setup_names_the_sampler_and_where_it_guides(sampling, expected):
+  assert metrics.sampling_setup(sampling) == expected
+
+
+def test_blessing_notes_a_baseline_that_samples_differently_without_failing_on_it():
+  candidate, baseline = _model_metrics(22.0, 0.95), _model_metrics(22.0, 0.95)
+  candidate["sampling"] = {"sampler": "ddim", "guidance_sigma_interval": [1.0, None]}
+  baseline["sampling"] = {"sampler": "ddim", "guidance_sigma_interval": None}
+  blessed, reasons = metrics.decide_blessing(candidate, baseline, _CONFIG)
+  assert blessed
+  assert any("sigma >= 1" in reason and "every step" in reason for reason in reasons)
+  baseline["sampling"] = dict(candidate["sampling"])
+  assert not any("samples with" in reason
+                 for reason in metrics.decide_blessing(candidate, baseline, _CONFIG)[1])
+
+
 def test_blessing_against_baseline_still_needs_absolute_thresholds():
   baseline = _model_metrics(15.0, 0.5)
   assert not metrics.decide_blessing(_model_metrics(16.0, 0.6), baseline, _CONFIG)[0]

@@ -225,6 +225,10 @@ def sampling_metrics(model: DiffusionModel, judge: JudgeFn, real: RealData, conf
           "num_samples": int(len(labels)),
           "num_steps": config.sample_steps,
           "guidance_scale": config.guidance_scale,
+          # Fixed at export, so part of the model rather than of the request: recorded so that a
+          # comparison of two models says how each one sampled.
+          "sampler": model.sampler,
+          "guidance_sigma_interval": model.guidance_sigma_interval,
           "batch_size": config.batch_size,
           "seed": config.seed,
       },

@@ -11,7 +11,8 @@ metrics.json:
   candidate, baseline (None without a baseline): one model's metrics each:
     denoising        {sigma, num_images, mse, rmse, psnr}   the reference protocol on the eval split
     denoising_curve  [{sigma, num_images, mse, rmse, psnr}, ...]
-    sampling         {samples_per_class, num_samples, num_steps, guidance_scale, batch_size, seed}
+    sampling         {samples_per_class, num_samples, num_steps, guidance_scale, batch_size, seed,
+                      sampler, guidance_sigma_interval}  the last two fixed at export
     class_agreement  {overall, per_class: [10 shares, None if no sample], num_samples}
     frechet          {num_images, distance, real_floor, ratio, kid, kid_real_floor}
     tfma_denoising   {sigma, num_images, overall: {mse, rmse, psnr, num_images},

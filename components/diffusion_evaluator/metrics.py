@@ -168,6 +168,21 @@ def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray,
   return float(np.mean(estimates))
 
 
+def sampling_setup(sampling: Optional[Mapping[str, Any]]) -> str:
+  """What a model's exported sampler does with a request, e.g. "ddim, guidance at sigma >= 1"."""
+  if not sampling or "sampler" not in sampling:
+    return "unrecorded"
+  interval = sampling.get("guidance_sigma_interval")
+  low, high = interval if interval else (0.0, None)
+  if not low and high is None:
+    where = "every step"
+  elif high is None:
+    where = f"sigma >= {low:g}"
+  else:
+    where = f"sigma in [{low:g}, {high:g}]"
+  return f"{sampling['sampler']}, guidance at {where}"
+
+
 def _at_least(value: Optional[float], bound: float) -> bool:
   """value >= bound, where a missing or NaN value fails."""
   return value is not None and not math.isnan(value) and value >= bound
@@ -210,6 +225,13 @@ def decide_blessing(metrics: Mapping[str, Any], baseline_metrics: Optional[Mappi
                            f"{config.max_frechet_ratio:g}"))
   if baseline_metrics is not None:
     base_psnr, base_agreement, _ = _headline(baseline_metrics)
+    setup = sampling_setup(metrics.get("sampling"))
+    base_setup = sampling_setup(baseline_metrics.get("sampling"))
+    if setup != base_setup:
+      # Both answer the same requests; each runs the sampler fixed at its own export, so the
+      # agreement comparison is between the models as served, not the networks alone.
+      checks.append((True, f"candidate samples with {setup}, baseline with {base_setup}: "
+                           "agreement compares the models as each one serves the same request"))
     # (label, short label, unit, candidate value, baseline value, tolerance)
     comparisons = (
         ("psnr", "psnr", " dB", psnr, base_psnr, config.psnr_tolerance_db),

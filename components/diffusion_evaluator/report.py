@@ -8,6 +8,8 @@ from typing import Any, List, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from components.diffusion_evaluator import metrics as metrics_lib
+
 _GRID_PADDING = 2  # pixels between cells, so neighbouring digits do not merge
 
 
@@ -114,6 +116,8 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
       "",
       "| | " + " | ".join(models) + " |",
       "|---|" + "---|" * len(models),
+      "| sampler (fixed at export) | " + " | ".join(
+          metrics_lib.sampling_setup(metrics[model].get("sampling")) for model in models) + " |",
       "| class agreement | " + " | ".join(
           _num(metrics[model]["class_agreement"]["overall"], 3) for model in models) + " |",
       "| Frechet distance | " + " | ".join(
