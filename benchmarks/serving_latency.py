@@ -106,13 +106,12 @@ class PythonLoopSampler:
     labels = tf.constant(labels, tf.int32)
     guidance_scale = tf.constant(guidance_scale, tf.float32)
     batch_size = noise.shape[0]
-    step_size = 1.0 / tf.cast(num_steps, tf.float32)
     noisy_images = noise
     pred_images = tf.zeros_like(noise)
     for step in range(num_steps):
-      times = 1.0 - tf.cast(step, tf.float32) * step_size
+      times, next_times = samplers.step_times(step, num_steps)
       signal_rates, noise_rates = self._schedule.rates(times)
-      next_signal_rates, next_noise_rates = self._schedule.rates(times - step_size)
+      next_signal_rates, next_noise_rates = self._schedule.rates(next_times)
       scale = samplers.step_guidance_scale(guidance_scale, signal_rates, noise_rates,
                                            self._sampler.guidance_min_sigma,
                                            self._sampler.guidance_max_sigma)

@@ -346,3 +346,11 @@ def test_guidance_interval_covering_every_step_changes_nothing(model):
   interval = samplers.sample(model, noise, labels, 3, 2.0, _SCHEDULE, "v", _NULL,
                              guidance_min_sigma=0.0, guidance_max_sigma=1e6)
   np.testing.assert_array_equal(everywhere.numpy(), interval.numpy())
+
+
+def test_step_times_walk_evenly_from_one_to_zero():
+  times, next_times = samplers.step_times(tf.range(4), 4)
+  np.testing.assert_allclose(times.numpy(), [1.0, 0.75, 0.5, 0.25])
+  np.testing.assert_allclose(next_times.numpy(), [0.75, 0.5, 0.25, 0.0], atol=1e-7)
+  scalar_times, scalar_next = samplers.step_times(tf.constant(3), tf.constant(4))
+  assert float(scalar_times) == 0.25 and abs(float(scalar_next)) < 1e-7

@@ -37,6 +37,14 @@ def initial_noise(seed: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
   return per_sample_normal(seed, batch_size, _INITIAL_NOISE_STREAM)
 
 
+def step_times(step, num_steps):
+  """(t, t_next) of step `step` (a scalar or a vector of steps) of the evenly spaced grid every
+  sampler walks from t = 1 to t = 0: t = 1 - step / num_steps, t_next = t - 1 / num_steps."""
+  step_size = 1.0 / tf.cast(num_steps, tf.float32)
+  times = 1.0 - tf.cast(step, tf.float32) * step_size
+  return times, times - step_size
+
+
 def runs_one_half(guidance_scale) -> tf.Tensor:
   """At guidance 0 (unconditional) and 1 (conditional alone) one half of the batch is enough."""
   return tf.logical_or(tf.equal(guidance_scale, 0.0), tf.equal(guidance_scale, 1.0))
@@ -93,7 +101,7 @@ def network_rows_per_sample(num_steps: int, guidance_scale: float,
                             guidance_max_sigma: Optional[float] = None) -> int:
   """How many network rows one sample costs over `num_steps` steps of `sample`: two at a guided
   step (the doubled batch), one where the step's scale is 0 or 1 (guided_prediction)."""
-  times = 1.0 - tf.range(num_steps, dtype=tf.float32) / float(num_steps)  # sample()'s time grid
+  times, _ = step_times(tf.range(num_steps), num_steps)
   signal_rates, noise_rates = schedule.rates(times)
   scales = step_guidance_scale(guidance_scale, signal_rates, noise_rates, guidance_min_sigma,
                                guidance_max_sigma)
@@ -120,12 +128,10 @@ def sample(model: Callable, noise: tf.Tensor, labels: tf.Tensor, num_steps, guid
     raise ValueError(f"Unknown sampler {sampler!r}; expected one of {SAMPLERS}")
   eta = 1.0 if sampler == "ancestral" else 0.0
   num_steps = tf.cast(num_steps, tf.int32)
-  step_size = 1.0 / tf.cast(num_steps, tf.float32)
   batch_size = tf.shape(noise)[0]
 
   def denoise_step(step, noisy_images, previous_pred_images, previous_log_snr_step):
-    times = 1.0 - tf.cast(step, tf.float32) * step_size
-    next_times = times - step_size
+    times, next_times = step_times(step, num_steps)
     signal_rates, noise_rates = schedule.rates(times)
     next_signal_rates, next_noise_rates = schedule.rates(next_times)
 
