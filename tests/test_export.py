@@ -17,7 +17,7 @@ from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 import tiny_models  # noqa: E402  (tests/ is on sys.path)
 from trainer_module import export  # noqa: E402
 
-_SAMPLER = tiny_models.TINY_SAMPLER  # num_steps 3, max_steps 16, max_batch 4
+_SAMPLER = tiny_models.TINY_SAMPLER  # num_steps 3, max_steps 16, max_batch 4, chunks of 3 rows
 _PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction"}
 
 # Runs in a fresh interpreter with only TensorFlow: the served model must not need this project.

@@ -354,3 +354,36 @@ def test_step_times_walk_evenly_from_one_to_zero():
   np.testing.assert_allclose(next_times.numpy(), [0.75, 0.5, 0.25, 0.0], atol=1e-7)
   scalar_times, scalar_next = samplers.step_times(tf.constant(3), tf.constant(4))
   assert float(scalar_times) == 0.25 and abs(float(scalar_next)) < 1e-7
+
+
+class _RowCounter:
+  """Wraps a model and remembers the largest batch it was called with (works inside graphs)."""
+
+  def __init__(self, model):
+    self.model = model
+    self.max_rows = tf.Variable(0)
+
+  def __call__(self, inputs, training=False):
+    self.max_rows.assign(tf.maximum(self.max_rows, tf.shape(inputs[0])[0]))
+    return self.model(inputs, training=training)
+
+
+@pytest.mark.parametrize("rows, max_rows", [(7, 3), (6, 3), (2, 3), (1, 1)])
+def test_chunked_network_gives_the_same_predictions_in_chunks_of_at_most_max_rows(
+    model, rows, max_rows):
+  noisy = tf.random.stateless_normal([rows, 28, 28, 1], seed=[1, 2])
+  times = tf.linspace(0.1, 0.9, rows)
+  labels = tf.range(rows) % 11
+  counter = _RowCounter(model)
+  chunked = tf.function(samplers.chunked_network(counter, max_rows))([noisy, times, labels])
+  np.testing.assert_allclose(chunked.numpy(), model([noisy, times, labels]).numpy(), atol=1e-5)
+  assert chunked.shape == (rows, 28, 28, 1)
+  assert 0 < int(counter.max_rows.numpy()) <= max_rows
+
+
+def test_sampling_with_a_chunked_network_changes_no_image(model):
+  labels = [2, 5, 10, 0, 7]  # guided: 10 rows per step, in chunks of at most 4
+  chunked = samplers.chunked_network(model, 4)
+  noise = samplers.initial_noise(7, len(labels))
+  images = samplers.sample(chunked, noise, tf.constant(labels), 3, 1.5, _SCHEDULE, "v", _NULL)
+  np.testing.assert_allclose(images.numpy(), _sample(model, labels, seed=7), atol=1e-5)

@@ -19,7 +19,9 @@ from trainer_module import unet  # noqa: E402
 
 TINY_UNET = UNetConfig(channels=(4, 8, 8), embedding_dim=8, groups=2)
 TINY_DIFFUSION = DiffusionConfig()
-TINY_SAMPLER = SamplerConfig(num_steps=3, max_steps=16, max_batch=4)
+# max_rows_per_call 3: a guided request of 2 or more labels runs the network in chunks, so the
+# export tests serve through samplers.chunked_network.
+TINY_SAMPLER = SamplerConfig(num_steps=3, max_steps=16, max_batch=4, max_rows_per_call=3)
 TINY_TRAIN = TrainConfig(batch_size=4, train_steps=6, learning_rate=1e-3, warmup_steps=2,
                          log_every_steps=3, checkpoint_every_steps=3, shuffle_buffer=8)
 # Std of the seeded weights: large enough that labels and times visibly change the output.

@@ -45,6 +45,37 @@ def step_times(step, num_steps):
   return times, times - step_size
 
 
+def chunked_network(model: Callable, max_rows: int) -> Callable:
+  """`model`, called on at most `max_rows` rows at a time (rows padded to equal chunks).
+
+  Same outputs, less time for big batches on a CPU: a guided request for 100 digits is 200 rows,
+  whose activations outgrow the caches; the network runs about a quarter faster on chunks of
+  ~40 rows (benchmarks/serving_latency.py). Every row is computed independently of the others
+  (GroupNorm is per sample), so chunking changes no result.
+  """
+
+  def call(inputs, training=False):
+    images, times, labels = inputs
+    rows = tf.shape(images)[0]
+    num_chunks = tf.maximum((rows + max_rows - 1) // max_rows, 1)
+    chunk_rows = (rows + num_chunks - 1) // num_chunks  # equal chunks: at most num_chunks - 1 pad
+    padding = num_chunks * chunk_rows - rows
+
+    def chunks(values):
+      padded = tf.pad(values, [[0, padding]] + [[0, 0]] * (values.shape.rank - 1))
+      return tf.reshape(padded, tf.concat([[num_chunks, chunk_rows], tf.shape(values)[1:]], 0))
+
+    outputs = tf.map_fn(
+        lambda chunk: model(list(chunk), training=training),
+        (chunks(images), chunks(times), chunks(labels)),
+        # The prediction (v or eps) has the images' shape.
+        fn_output_signature=tf.TensorSpec([None] + images.shape[1:].as_list(), tf.float32),
+        parallel_iterations=1)
+    return tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))[:rows]
+
+  return call
+
+
 def runs_one_half(guidance_scale) -> tf.Tensor:
   """At guidance 0 (unconditional) and 1 (conditional alone) one half of the batch is enough."""
   return tf.logical_or(tf.equal(guidance_scale, 0.0), tf.equal(guidance_scale, 1.0))
