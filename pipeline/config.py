@@ -140,7 +140,7 @@ class SamplerConfig(_JsonMixin):
   max_steps: int = 1000
   max_batch: int = 256
   # The network runs on at most this many rows per call (samplers.chunked_network): big guided
-  # batches outgrow the CPU caches. 40 was fastest for 200 rows here; None = one call per step.
+  # batches outgrow the CPU caches. 40-50 were fastest for 200 rows here; None = one call per step.
   max_rows_per_call: Optional[int] = 40
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
   # Seed of the `denoise` signature's draws for clipped pixels (trainer_module/clipped_noise.py).
