@@ -147,19 +147,12 @@ def _num(value: Optional[float], digits: int) -> str:
   return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _interval(interval: Optional[Sequence[Optional[float]]]) -> str:
-  if interval is None:
-    return "(all: exported without an interval)"
-  low, high = interval
-  return f"sigma >= {low:g}" if high is None else f"{low:g} <= sigma <= {high:g}"
-
-
 def render_markdown(result: Dict[str, Any]) -> str:
   denoising, reference, floor = result["denoising"], result["reference"], result["real_floor"]
   config = result["eval_config"]
   lines = [
-      f"# Sample quality: {result['sampler']} sampler, guidance above 1 at noise levels "
-      f"{_interval(result.get('guidance_sigma_interval'))}", "",
+      f"# Sample quality: {result['sampler']} sampler, guidance above 1 at "
+      f"{metrics_lib.guidance_interval_text(result.get('guidance_sigma_interval'))}", "",
       f"`{result['command']}`", "",
       f"Model `{result['model_dir']}`, judge `{result['classifier_dir']}`, "
       f"{result['data']['num_eval_images']} eval images; {result['machine']['cpus']} CPUs, "

@@ -168,18 +168,22 @@ def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray,
   return float(np.mean(estimates))
 
 
+def guidance_interval_text(interval: Optional[Sequence[Optional[float]]]) -> str:
+  """Where guidance above 1 applies, from a saved [min, max] interval (None, or max None = no
+  bound): "every step", "sigma >= 1" or "sigma in [0.5, 4]"."""
+  low, high = interval if interval else (0.0, None)
+  if not low and high is None:
+    return "every step"
+  if high is None:
+    return f"sigma >= {low:g}"
+  return f"sigma in [{low:g}, {high:g}]"
+
+
 def sampling_setup(sampling: Optional[Mapping[str, Any]]) -> str:
   """What a model's exported sampler does with a request, e.g. "ddim, guidance at sigma >= 1"."""
   if not sampling or "sampler" not in sampling:
     return "unrecorded"
-  interval = sampling.get("guidance_sigma_interval")
-  low, high = interval if interval else (0.0, None)
-  if not low and high is None:
-    where = "every step"
-  elif high is None:
-    where = f"sigma >= {low:g}"
-  else:
-    where = f"sigma in [{low:g}, {high:g}]"
+  where = guidance_interval_text(sampling.get("guidance_sigma_interval"))
   return f"{sampling['sampler']}, guidance at {where}"
 
 
