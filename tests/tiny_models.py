@@ -29,9 +29,11 @@ WEIGHT_SCALE = 0.3
 
 
 def seeded_tiny_unet(seed: int = 0, config: UNetConfig = TINY_UNET, name: str = "unet"):
-  """Builds the U-Net and sets weight k to stateless_normal(seed=[seed, k]) * WEIGHT_SCALE."""
+  """Builds the U-Net and sets the weight k-th in name order to stateless_normal(seed=[seed, k])
+  * WEIGHT_SCALE (name order: a change to the layer graph that reorders `model.weights` without
+  changing the network leaves the seeded model, and the golden values, as they are)."""
   model = unet.build_unet(config, name=name)
-  for index, weight in enumerate(model.weights):
+  for index, weight in enumerate(sorted(model.weights, key=lambda w: w.name)):
     weight.assign(WEIGHT_SCALE * tf.random.stateless_normal(
         weight.shape, seed=[seed, index], dtype=weight.dtype))
   return model

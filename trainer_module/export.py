@@ -130,15 +130,15 @@ def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, ex
 
 
 def restore_unet(saved_model_dir: str, unet_config: UNetConfig):
-  """A U-Net built from `unet_config` holding the exported weights (`model_variables` is saved in
-  the order of `model.variables`)."""
+  """A U-Net built from `unet_config` holding the exported weights, matched by variable name (the
+  order of `model.variables` follows the layer graph, which a change to the network can reorder)."""
   model = unet.build_unet(unet_config)
-  exported = tf.saved_model.load(saved_model_dir).model_variables
-  shapes = [tuple(v.shape) for v in model.variables]
-  exported_shapes = [tuple(v.shape) for v in exported]
+  exported = {v.name: v for v in tf.saved_model.load(saved_model_dir).model_variables}
+  shapes = {v.name: tuple(v.shape) for v in model.variables}
+  exported_shapes = {name: tuple(v.shape) for name, v in exported.items()}
   if shapes != exported_shapes:
     raise ValueError(f"{saved_model_dir} does not hold weights of this U-Net ({len(exported)} vs "
                      f"{len(shapes)} variables): is --profile the one it was trained with?")
-  for variable, value in zip(model.variables, exported):
-    variable.assign(value)
+  for variable in model.variables:
+    variable.assign(exported[variable.name])
   return model

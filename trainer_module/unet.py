@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pipeline.config import IMAGE_SIZE, NUM_CLASSES, UNetConfig
+from trainer_module.group_norm import GroupNorm
 
 # Diffusion times are embedded as t * TIME_SCALE with transformer-style sinusoids.
 TIME_SCALE = 1000.0
@@ -39,16 +40,14 @@ class SinusoidalEmbedding(keras.layers.Layer):
 def _residual_block(x, embedding, width: int, config: UNetConfig, name: str):
   """GroupNorm-swish-conv twice, with the embedding added in between (a BigGAN/DDPM block)."""
   skip = x if x.shape[-1] == width else keras.layers.Conv2D(width, 1, name=f"{name}_skip")(x)
-  h = keras.layers.GroupNormalization(config.groups, name=f"{name}_norm1")(x)
+  h = GroupNorm(config.groups, name=f"{name}_norm1")(x)
   h = keras.layers.Activation("swish")(h)
   h = keras.layers.Conv2D(width, 3, padding="same", name=f"{name}_conv1")(h)
   # Scale-and-shift conditioning after the second norm (ADM's use_scale_shift_norm): the class
   # and time can gate features multiplicatively, which conditions much faster than adding a bias.
+  # GroupNorm applies it in the same multiply-add as the normalisation.
   scale_shift = keras.layers.Dense(2 * width, name=f"{name}_embedding")(embedding)
-  scale_shift = keras.layers.Reshape((1, 1, 2 * width))(scale_shift)
-  scale, shift = scale_shift[..., :width], scale_shift[..., width:]
-  h = keras.layers.GroupNormalization(config.groups, name=f"{name}_norm2")(h)
-  h = h * (1.0 + scale) + shift
+  h = GroupNorm(config.groups, name=f"{name}_norm2")(h, scale_shift)
   h = keras.layers.Activation("swish")(h)
   if config.dropout:
     h = keras.layers.Dropout(config.dropout)(h)
@@ -60,7 +59,7 @@ def _residual_block(x, embedding, width: int, config: UNetConfig, name: str):
 
 def _attention_block(x, config: UNetConfig, name: str):
   height, width, channels = x.shape[1], x.shape[2], x.shape[3]
-  h = keras.layers.GroupNormalization(config.groups, name=f"{name}_norm")(x)
+  h = GroupNorm(config.groups, name=f"{name}_norm")(x)
   h = keras.layers.Reshape((height * width, channels))(h)
   h = keras.layers.MultiHeadAttention(num_heads=4, key_dim=max(channels // 4, 1),
                                       name=f"{name}_mha")(h, h)
@@ -130,7 +129,7 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
       x = keras.layers.UpSampling2D(2, interpolation="nearest")(x)
       x = keras.layers.Conv2D(width, 3, padding="same", name=f"upsample{level}")(x)
 
-  x = keras.layers.GroupNormalization(config.groups, name="out_norm")(x)
+  x = GroupNorm(config.groups, name="out_norm")(x)
   x = keras.layers.Activation("swish")(x)
   outputs = keras.layers.Conv2D(config.patch_size ** 2, 3, padding="same", kernel_initializer="zeros",
                                 name="out")(x)
