@@ -89,7 +89,9 @@ class DiffusionConfig(_JsonMixin):
   # Cosine schedule over continuous diffusion time t in [0, 1], clamped so rates stay finite.
   min_signal_rate: float = 0.02
   max_signal_rate: float = 0.9995
-  min_snr_gamma: float = 5.0  # min-SNR loss weighting; 0 disables it
+  # Min-SNR-gamma loss weighting; 0 = the plain v loss, which samples better here (README, "Model
+  # experiments": 89% vs 84% class agreement unguided after 500 steps).
+  min_snr_gamma: float = 0.0
   label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
 
 
@@ -97,7 +99,7 @@ class DiffusionConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
   """The diffusion training loop (trainer_module/train.py)."""
   batch_size: int = 64
-  train_steps: int = 2000
+  train_steps: int = 3000
   learning_rate: float = 2e-3
   warmup_steps: int = 100
   ema_decay: float = 0.995
