@@ -1,5 +1,5 @@
-"""The diffusion Trainer's run_fn: DDPM-family training with min-SNR weighting, EMA and resumable
-checkpoints, then export of the guided sampler (trainer_module/export.py).
+"""The diffusion Trainer's run_fn: DDPM-family training (v or eps target, optional min-SNR
+weighting), EMA and resumable checkpoints, then export of the guided sampler (trainer_module/export.py).
 
 TFX calls `run_fn(fn_args)`; `fn_args.custom_config["config"]` carries the PipelineConfig JSON.
 `train_diffusion` is the plain training loop, usable without TFX (tests, benchmarks).
