@@ -6,12 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 UV_VERSION=0.5.11
-if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
   "$PYTHON" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
   UV=("$PYTHON" -m uv)
 else
   UV=(uv)
 fi
 [ -x .venv/bin/python ] || "${UV[@]}" venv --python "$PYTHON" .venv
-VIRTUAL_ENV="$PWD/.venv" "${UV[@]}" pip sync --quiet requirements.lock
-VIRTUAL_ENV="$PWD/.venv" "${UV[@]}" pip install --quiet --no-deps -e .
+# --python, not VIRTUAL_ENV: run as `python -m uv` (a fresh machine), uv 0.5 prefers the interpreter
+# that spawned it over VIRTUAL_ENV and would install into the system Python, leaving .venv empty.
+VENV_PYTHON="$PWD/.venv/bin/python"
+"${UV[@]}" pip sync --quiet --python "$VENV_PYTHON" requirements.lock
+"${UV[@]}" pip install --quiet --python "$VENV_PYTHON" --no-deps -e .
+# Fail here, not in the first import: the environment must hold the locked stack.
+"$VENV_PYTHON" -c "import tfx, tensorflow, tf_keras"
