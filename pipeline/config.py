@@ -121,10 +121,11 @@ class ClassifierConfig(_JsonMixin):
 
 
 # What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance 2
-# applied only at noise levels sigma >= 1 (README, "Guidance scale, interval and sampler").
+# applied only at noise levels 1 <= sigma <= 5 (README, "Guidance interval at the N").
 DEFAULT_NUM_STEPS = 20
 DEFAULT_GUIDANCE_SCALE = 2.0
 DEFAULT_GUIDANCE_MIN_SIGMA = 1.0
+DEFAULT_GUIDANCE_MAX_SIGMA = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +139,7 @@ class SamplerConfig(_JsonMixin):
   # (samplers.step_guidance_scale); elsewhere the conditional model alone, at half the cost.
   # 0 and None (no upper bound) guide every step.
   guidance_min_sigma: float = DEFAULT_GUIDANCE_MIN_SIGMA
-  guidance_max_sigma: Optional[float] = None
+  guidance_max_sigma: Optional[float] = DEFAULT_GUIDANCE_MAX_SIGMA
   max_steps: int = 1000
   max_batch: int = 256
   # The network runs on at most this many rows per call (samplers.chunked_network): big guided

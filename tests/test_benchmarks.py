@@ -95,8 +95,9 @@ def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, caps
         row["python_loop"]["p50_s"] / row["in_graph"]["p50_s"])
     assert row["in_graph_share_of_matmul_rate"] == pytest.approx(
         row["in_graph_gflops"] * 1e9 / 1e10)
-    # The test runs guided (scale != 0, 1) at every step: two network rows per sample and step.
-    assert row["network_rows_per_sample"] == 2 * row["num_steps"]
+    # Guided (scale 1.5) over 2 steps at sigma 50 and 1.01: only the second lies in the default
+    # guidance interval [1, 5], so one doubled step and one single: three rows per sample.
+    assert row["network_rows_per_sample"] == 3
   assert result["targets"]["p50_10_digits_20_steps_under_1s"]["met"] is None  # not in the grid
   assert isinstance(result["targets"]["in_graph_speedup_at_least_2x"]["met"], bool)
   assert "| batch | steps |" in capsys.readouterr().out
@@ -134,7 +135,7 @@ def test_exported_sampler_and_guidance_interval_are_saved_in_the_model(exported_
   default = tf.saved_model.load(exported_dir)
   assert evaluation.exported_sampler(default) == "ddim"
   assert default.guidance_sigma_interval.numpy().tolist() == [
-      config_lib.DEFAULT_GUIDANCE_MIN_SIGMA, float("inf")]
+      config_lib.DEFAULT_GUIDANCE_MIN_SIGMA, config_lib.DEFAULT_GUIDANCE_MAX_SIGMA]
   dpm_dir = str(tmp_path / "dpmpp_2m")
   export.export_sampler(_seeded_unet(), _CONFIG.diffusion,
                         dataclasses.replace(_CONFIG.sampler, sampler="dpmpp_2m",
