@@ -121,7 +121,7 @@ class ClassifierConfig(_JsonMixin):
 
 
 # What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance 2
-# applied only at noise levels 1 <= sigma <= 5 (README, "Guidance interval at the N").
+# applied only at noise levels 1 <= sigma <= 5 (README, "Guidance interval [1, 5]").
 DEFAULT_NUM_STEPS = 20
 DEFAULT_GUIDANCE_SCALE = 2.0
 DEFAULT_GUIDANCE_MIN_SIGMA = 1.0

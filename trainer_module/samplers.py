@@ -118,8 +118,8 @@ def step_guidance_scale(guidance_scale, signal_rates, noise_rates, min_sigma: fl
 
   Guidance in a limited interval (Kynkaenniemi et al. 2024): at low noise the class is already
   decided, so guidance there only sharpens strokes past the data and costs a doubled batch for
-  nothing; at the highest noise it pulls every sample of a digit toward the same few shapes
-  (a larger Frechet distance at the same class agreement). Outside the interval a guided
+  nothing; at the highest noise it costs diversity (here, guiding there too more than doubled
+  the Frechet distance at the same class agreement). Outside the interval a guided
   request runs the conditional model alone (half the rows). Scales <= 1 (unconditional,
   conditional, or between) are never changed.
   """
