@@ -2,14 +2,18 @@
 
   python -m benchmarks.denoise_clipping --model-dir runs/cpu/serving_model \
       --examples-dir <ExampleGen Examples uri> --num-images 1000 --sigmas 0.1 0.4 0.8
-For each sigma, the same seeded noise (components/diffusion_evaluator/metrics.add_noise) is scored
-three ways, PSNR as in the Evaluator:
-  gaussian:         x0 + sigma n, not clipped, through the exported `denoise` signature;
-  clipped:          clip(x0 + sigma n, 0, 1) (the reference protocol) through `denoise`, which
-                    un-clips pixels on the bounds first (trainer_module/clipped_noise.py);
-  clipped_raw:      the same clipped images straight into the network (the U-Net of --profile,
-                    weights restored from the SavedModel), as `denoise` did before un-clipping.
-Writes benchmarks/results/denoise_clipping.json and prints a markdown table.
+For each sigma, the same seeded noise (components/diffusion_evaluator/metrics.add_noise) goes
+through the bare network (the U-Net of --profile, weights restored from the SavedModel, so the
+un-clipping measured is this checkout's, whatever the model was exported with), PSNR as in the
+Evaluator:
+  gaussian:      x0 + sigma n, not clipped;
+  clipped_mean:  clip(x0 + sigma n, 0, 1) (the reference protocol), pixels on the bounds moved to
+                 the mean of their Gaussian tail (trainer_module/clipped_noise.py: what `denoise`
+                 does);
+  clipped_draw:  the same pixels moved to one seeded draw from that tail instead (what `denoise`
+                 did until the mean replaced it);
+  clipped_raw:   the clipped images as they are.
+Writes benchmarks/results/<--name, default denoise_clipping>.json and prints a markdown table.
 """
 
 from pipeline import keras_env  # noqa: F401  (before TensorFlow)
@@ -29,11 +33,14 @@ from benchmarks.quality import RESULTS_DIR, saved_model_dir  # noqa: E402
 from components.diffusion_evaluator import evaluation  # noqa: E402
 from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
+from trainer_module import clipped_noise  # noqa: E402
 from trainer_module import export  # noqa: E402
 from trainer_module import samplers  # noqa: E402
 
-RESULT_FILE_NAME = "denoise_clipping.json"
-VARIANTS = ("gaussian", "clipped", "clipped_raw")
+RESULT_NAME = "denoise_clipping"
+VARIANTS = ("gaussian", "clipped_mean", "clipped_draw", "clipped_raw")
+VARIANT_TITLES = ("Gaussian, not clipped", "clipped, tail mean (`denoise`)", "clipped, one tail draw",
+                  "clipped, fed raw")
 
 
 def raw_network_denoiser(model_dir: str, profile: config_lib.PipelineConfig, batch_size: int):
@@ -53,22 +60,28 @@ def raw_network_denoiser(model_dir: str, profile: config_lib.PipelineConfig, bat
   return denoise
 
 
+def tail_draw(clipped: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+  """Pixels on 0 or 1 moved beyond the bound by one seeded draw from the Gaussian tail."""
+  tails = sigma * np.abs(tf.random.stateless_normal(clipped.shape, seed=[seed, 1]).numpy())
+  return np.where(clipped == 0.0, -tails, np.where(clipped == 1.0, 1.0 + tails, clipped))
+
+
 def measure(model_dir: str, examples_dir: str, profile: config_lib.PipelineConfig,
             num_images: int, sigmas: Sequence[float]) -> Dict[str, Any]:
   model_dir = saved_model_dir(model_dir)
   eval_config = profile.eval
   clean, _ = evaluation.read_split_dir(os.path.join(examples_dir, "Split-eval"), num_images)
-  model = evaluation.DiffusionModel(model_dir, eval_config.batch_size)
-  raw_denoise = raw_network_denoiser(model_dir, profile, eval_config.batch_size)
+  denoise = raw_network_denoiser(model_dir, profile, eval_config.batch_size)
   rows = []
   for sigma in sigmas:
     clipped = metrics_lib.add_noise(clean, sigma, eval_config.seed)
     noise = tf.random.stateless_normal(clean.shape, seed=[eval_config.seed, 0]).numpy()
-    gaussian = clean + np.float32(sigma) * noise  # add_noise's draw, left unclipped
-    denoised = {"gaussian": model.denoise(gaussian, sigma), "clipped": model.denoise(clipped, sigma),
-                "clipped_raw": raw_denoise(clipped, sigma)}
-    row = {"sigma": sigma, **{variant: metrics_lib.denoising_metrics(clean, denoised[variant])
-                              for variant in VARIANTS}}
+    inputs = {"gaussian": clean + np.float32(sigma) * noise,  # add_noise's draw, left unclipped
+              "clipped_mean": clipped_noise.unclip(clipped, sigma).numpy(),
+              "clipped_draw": tail_draw(clipped, sigma, eval_config.seed),
+              "clipped_raw": clipped}
+    row = {"sigma": sigma, **{variant: metrics_lib.denoising_metrics(
+        clean, denoise(inputs[variant].astype(np.float32), sigma)) for variant in VARIANTS}}
     rows.append(row)
     print(f"sigma {sigma:g}: " + ", ".join(f"{variant} {row[variant]['psnr']:.2f} dB"
                                            for variant in VARIANTS), flush=True)
@@ -77,8 +90,8 @@ def measure(model_dir: str, examples_dir: str, profile: config_lib.PipelineConfi
 
 
 def markdown_table(result: Dict[str, Any]) -> str:
-  lines = ["| sigma | Gaussian, not clipped (dB) | clipped, un-clipped by `denoise` (dB) "
-           "| clipped, fed raw (dB) |", "|---|---|---|---|"]
+  lines = ["| sigma | " + " | ".join(f"{title} (dB)" for title in VARIANT_TITLES) + " |",
+           "|---" * (len(VARIANTS) + 1) + "|"]
   for row in result["rows"]:
     lines.append(f"| {row['sigma']:g} | " + " | ".join(f"{row[variant]['psnr']:.2f}"
                                                       for variant in VARIANTS) + " |")
@@ -97,13 +110,15 @@ def main(argv=None):
   parser.add_argument("--num-images", type=int, default=1000)
   parser.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.4, 0.8])
   parser.add_argument("--results-dir", default=RESULTS_DIR)
+  parser.add_argument("--name", default=RESULT_NAME,
+                      help="results file <results-dir>/<name>.json")
   args = parser.parse_args(argv)
   result = {"command": shlex.join(["python", "-m", "benchmarks.denoise_clipping", *argv]),
             "machine": machine.describe(),
             **measure(args.model_dir, args.examples_dir, config_lib.profile(args.profile),
                       args.num_images, args.sigmas)}
   os.makedirs(args.results_dir, exist_ok=True)
-  path = os.path.join(args.results_dir, RESULT_FILE_NAME)
+  path = os.path.join(args.results_dir, f"{args.name}.json")
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   print(markdown_table(result))

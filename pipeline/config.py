@@ -146,8 +146,6 @@ class SamplerConfig(_JsonMixin):
   # batches outgrow the CPU caches. 40-50 were fastest for 200 rows here; None = one call per step.
   max_rows_per_call: Optional[int] = 40
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
-  # Seed of the `denoise` signature's draws for clipped pixels (trainer_module/clipped_noise.py).
-  denoise_seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -93,8 +93,7 @@ class GuidedSamplerModule(tf.Module):
     with tf.control_dependencies([
         tf.debugging.assert_non_negative(noise_sigma, message="noise_sigma must be >= 0"),
         tf.debugging.assert_all_finite(noisy_images, message="noisy_images must be finite")]):
-      noisy = clipped_noise.unclip(noisy_images, noise_sigma,
-                                   tf.constant([self._sampler.denoise_seed, 0]))
+      noisy = clipped_noise.unclip(noisy_images, noise_sigma)
     null_labels = tf.fill([tf.shape(noisy)[0]], self._sampler.null_label)
     return {"denoised_images": samplers.denoise_unit_range(
         self._model, noisy, noise_sigma, null_labels, self._schedule, self._prediction)}

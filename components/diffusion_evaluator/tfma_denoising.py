@@ -13,8 +13,8 @@ The same numbers as the numpy path (evaluation.denoising_metrics), from TFMA:
   4. the result read back with tfma.load_eval_result.
 
 The wrapper needs nothing to line its batches up with the numpy path's: `denoise` un-clips each
-image with draws keyed by the image itself (trainer_module/clipped_noise.py) and the network
-treats every row on its own, so an image is denoised the same in any batch TFMA forms.
+pixel on its own (trainer_module/clipped_noise.py) and the network treats every row on its own,
+so an image is denoised the same in any batch TFMA forms.
 """
 
 from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
