@@ -99,7 +99,7 @@ class DiffusionConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
   """The diffusion training loop (trainer_module/train.py)."""
   batch_size: int = 64
-  train_steps: int = 3000
+  train_steps: int = 2400
   learning_rate: float = 2e-3
   warmup_steps: int = 100
   ema_decay: float = 0.995
