@@ -39,8 +39,8 @@ from trainer_module import samplers  # noqa: E402
 
 RESULT_NAME = "denoise_clipping"
 VARIANTS = ("gaussian", "clipped_mean", "clipped_draw", "clipped_raw")
-VARIANT_TITLES = ("Gaussian, not clipped", "clipped, tail mean (`denoise`)", "clipped, one tail draw",
-                  "clipped, fed raw")
+VARIANT_TITLES = ("Gaussian, not clipped", "clipped, tail mean (`denoise`)",
+                  "clipped, one tail draw", "clipped, fed raw")
 
 
 def raw_network_denoiser(model_dir: str, profile: config_lib.PipelineConfig, batch_size: int):

@@ -1,4 +1,4 @@
-"""Noisy images that were clipped to [0, 1], moved back beyond their bounds before the network sees them.
+"""Noisy images clipped to [0, 1]: their pixels on the bounds moved back beyond them for the network.
 
 The network learned x_t = signal_rate * x0 + noise_rate * eps with Gaussian eps, but a noisy image
 as stored is clip(x0 + sigma * n, 0, 1). A pixel sitting exactly on a bound only says that its
