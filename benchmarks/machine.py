@@ -27,7 +27,16 @@ def _cpuinfo() -> dict:
           "cpu_vector_flags": [flag for flag in _VECTOR_FLAGS if flag in flags]}
 
 
+def onednn_enabled() -> bool:
+  """Whether TensorFlow's oneDNN kernels are on (pipeline/keras_env.py asks for them)."""
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+  except ImportError:  # a TensorFlow without the query: say what was asked for
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+  return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def describe() -> dict:
   return {"platform": platform.platform(), "python": platform.python_version(),
-          "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+          "cpus": os.cpu_count(), "tensorflow": tf.__version__, "onednn": onednn_enabled(),
           "processor": platform.processor() or platform.machine(), **_cpuinfo()}

@@ -47,6 +47,7 @@ _FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port  # oneDNN on? (TF_ENABLE_ONEDNN_OPTS)
     request = json.loads(sys.argv[2])
     start = time.perf_counter()
     loaded = tf.saved_model.load(sys.argv[1])
@@ -68,7 +69,8 @@ _FRESH_PROCESS_SCRIPT = textwrap.dedent("""
       seconds = [call(batch_size, num_steps, 1 + r) for r in range(request["repeats"])]
       runs.append({"batch_size": batch_size, "num_steps": num_steps, "seconds": seconds})
     print(json.dumps({
-        "tensorflow": tf.__version__, "load_seconds": load_seconds,
+        "tensorflow": tf.__version__, "onednn": bool(_pywrap_util_port.IsMklEnabled()),
+        "load_seconds": load_seconds,
         "first_call_seconds": first_call_seconds, "runs": runs,
         "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in PROJECT_PACKAGES),
     }))
@@ -191,7 +193,8 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
                                   config.sampler.guidance_max_sigma],
       "machine_matmul_gflops": machine_rate / 1e9,
       "fresh_process": {key: fresh[key] for key in
-                        ("tensorflow", "load_seconds", "first_call_seconds", "project_modules")},
+                        ("tensorflow", "onednn", "load_seconds", "first_call_seconds",
+                         "project_modules")},
       "rows": rows,
       "targets": {
           "p50_10_digits_20_steps_under_1s": {
@@ -249,7 +252,8 @@ def main(argv=None):
   fresh = result["fresh_process"]
   print(f"model {result['model_dir']}: {result['parameters']} parameters, "
         f"{result['forward_gflop_per_image']:.4g} GFLOP per network row, machine matmul "
-        f"{result['machine_matmul_gflops']:.4g} GFLOP/s; fresh process: load "
+        f"{result['machine_matmul_gflops']:.4g} GFLOP/s; fresh process (oneDNN "
+        f"{'on' if fresh['onednn'] else 'off'}): load "
         f"{fresh['load_seconds']:.2f} s, first call {fresh['first_call_seconds']:.2f} s")
   latency, speedup = (result["targets"]["p50_10_digits_20_steps_under_1s"],
                       result["targets"]["in_graph_speedup_at_least_2x"])

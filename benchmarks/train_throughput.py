@@ -53,12 +53,13 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES))
   parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--results-dir", default=RESULTS_DIR)
   args = parser.parse_args(argv)
   result = {"command": f"python -m benchmarks.train_throughput --profile {args.profile} "
                        f"--steps {args.steps}",
             "machine": machine.describe(), **measure(config_lib.profile(args.profile), args.steps)}
-  os.makedirs(RESULTS_DIR, exist_ok=True)
-  path = os.path.join(RESULTS_DIR, f"train_throughput_{args.profile}.json")
+  os.makedirs(args.results_dir, exist_ok=True)
+  path = os.path.join(args.results_dir, f"train_throughput_{args.profile}.json")
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   for key in ("parameters", "images_per_second", "train_gflop_per_image", "achieved_gflops",

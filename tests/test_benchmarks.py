@@ -22,6 +22,7 @@ from benchmarks import machine  # noqa: E402
 from benchmarks import quality  # noqa: E402
 from benchmarks import serving_latency  # noqa: E402
 from benchmarks import sweep  # noqa: E402
+from benchmarks import train_throughput  # noqa: E402
 from components.diffusion_evaluator import evaluation  # noqa: E402
 import fake_models  # noqa: E402  (tests/ is on sys.path)
 from pipeline import config as config_lib  # noqa: E402
@@ -81,7 +82,9 @@ def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, caps
   with open(tmp_path / serving_latency.RESULT_FILE_NAME) as f:
     result = json.load(f)
   assert result["command"].startswith("python -m benchmarks.serving_latency --model-dir ")
-  assert set(result["machine"]) >= {"cpus", "tensorflow", "platform"}
+  assert set(result["machine"]) >= {"cpus", "tensorflow", "platform", "onednn"}
+  # pipeline/keras_env.py asks for oneDNN, and the fresh process inherits the environment.
+  assert result["fresh_process"]["onednn"] is True
   assert result["model_dir"].endswith("/7")  # a serving dir resolves to its highest version
   assert result["fresh_process"]["project_modules"] == []
   assert result["fresh_process"]["load_seconds"] > 0
@@ -246,3 +249,14 @@ def test_forward_cost_writes_the_cost_of_each_network(tmp_path, monkeypatch, cap
   assert patch2["parameters"] > 0 and patch2["gflop_per_image"] > 0 and patch2["ms_per_call"] > 0
   assert patch2["share_of_matmul_rate"] == pytest.approx(patch2["gflops_achieved"] / 10)
   assert "patch2:" in capsys.readouterr().out
+
+
+def test_train_throughput_writes_images_per_second_and_machine_share(tmp_path, monkeypatch):
+  monkeypatch.setattr(flops, "matmul_flops_per_second", lambda: 1e10)
+  train_throughput.main(["--profile", "smoke", "--steps", "2", "--results-dir", str(tmp_path)])
+  with open(tmp_path / "train_throughput_smoke.json") as f:
+    result = json.load(f)
+  assert result["command"] == "python -m benchmarks.train_throughput --profile smoke --steps 2"
+  assert result["machine"]["onednn"] is True  # pipeline/keras_env.py turned it on
+  assert result["images_per_second"] > 0 and result["train_gflop_per_image"] > 0
+  assert result["share_of_matmul_rate"] == pytest.approx(result["achieved_gflops"] / 10)

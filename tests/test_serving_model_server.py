@@ -33,7 +33,7 @@ def test_docker_run_command(tmp_path):
   assert model_server.docker_run_command(serving_dir, "mnist_diffusion") == (
       "docker run -p 8501:8501 -p 8500:8500 "
       f"--mount type=bind,source={serving_dir},target=/models/mnist_diffusion "
-      "-e MODEL_NAME=mnist_diffusion -t tensorflow/serving")
+      "-e TF_ENABLE_ONEDNN_OPTS=1 -e MODEL_NAME=mnist_diffusion -t tensorflow/serving")
 
 
 def test_docker_run_command_absolute_paths_and_config(tmp_path, monkeypatch):
