@@ -77,6 +77,9 @@ class UNetConfig(_JsonMixin):
   patch_size: int = 1  # 2: space-to-depth stem, so the first level runs at 14x14
   res_blocks_per_level: int = 1
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
+  # On the way up: "nearest" + a 3x3 conv, or "bilinear" with no conv (the following residual
+  # block's convs do the mixing; the 28x28 upsampling conv alone is 11% of the network's FLOPs).
+  upsample: str = "nearest_conv"
   embedding_dim: int = 128  # time + class embedding width
   groups: int = 8  # GroupNorm groups
   dropout: float = 0.0

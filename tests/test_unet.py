@@ -33,7 +33,10 @@ def _max_abs_diff(a, b):
     dataclasses.replace(tiny_models.TINY_UNET, res_blocks_per_level=2, dropout=0.1,
                         attention_at_lowest=False),
     dataclasses.replace(tiny_models.TINY_UNET, channels=(4, 8), patch_size=2),
-], ids=["smoke", "tiny_two_blocks_dropout_no_attention", "tiny_patch2"])
+    dataclasses.replace(tiny_models.TINY_UNET, upsample="nearest_conv"),
+    dataclasses.replace(tiny_models.TINY_UNET, upsample="bilinear"),
+], ids=["smoke", "tiny_two_blocks_dropout_no_attention", "tiny_patch2", "tiny_nearest_conv",
+        "tiny_bilinear"])
 def test_fresh_network_output_shape_and_zero_initialised_output(unet_config):
   network = unet.build_unet(unet_config)
   outputs = network([_NOISY, _HALF, tf.constant([1, 10])])
@@ -55,6 +58,21 @@ def test_patch2_network_depends_on_every_pixel_of_its_patch():
   changed[0, 11, 13, 0] += 1.0  # the bottom-left pixel of the patch at rows 10-11, cols 12-13
   moved = network([tf.constant(changed)] + inputs[1:]).numpy()
   assert np.max(np.abs(moved - base)[0, 10:12, 12:14]) > 1e-4
+
+
+def test_bilinear_upsampling_has_no_upsampling_convs():
+  def upsampling_convs(mode):
+    network = unet.build_unet(dataclasses.replace(tiny_models.TINY_UNET, upsample=mode))
+    return [layer.name for layer in network.layers
+            if layer.name.startswith("upsample") and layer.count_params()]
+
+  assert upsampling_convs("nearest_conv") == ["upsample2", "upsample1"]
+  assert upsampling_convs("bilinear") == []
+
+
+def test_unknown_upsample_mode_is_rejected():
+  with pytest.raises(ValueError, match="upsample mode"):
+    unet.build_unet(dataclasses.replace(tiny_models.TINY_UNET, upsample="transposed"))
 
 
 @pytest.mark.parametrize("channels, patch_size", [((4, 8, 8), 2), ((4,), 3)])

@@ -4,7 +4,8 @@ Inputs: noisy images [B, 28, 28, 1] in model space, diffusion times [B] in [0, 1
 0..num_classes where `num_classes` itself is the null class (classifier-free guidance). Output: the
 prediction ([B, 28, 28, 1], v or eps as the DiffusionConfig says). The time and class embeddings
 are summed and injected into every residual block; self-attention runs only at the lowest (7x7)
-resolution where it costs little. Upsampling is nearest-neighbour + conv (no XLA needed).
+resolution where it costs little. Upsampling is nearest-neighbour + conv or bilinear without a conv
+(UNetConfig.upsample; neither needs XLA).
 """
 
 import math
@@ -67,6 +68,19 @@ def _attention_block(x, config: UNetConfig, name: str):
   return x + h
 
 
+UPSAMPLE_MODES = ("nearest_conv", "bilinear")
+
+
+def _upsample(x, mode: str, name: str):
+  """Doubles the resolution: nearest-neighbour + a 3x3 conv, or bilinear with no conv."""
+  if mode == "nearest_conv":
+    x = keras.layers.UpSampling2D(2, interpolation="nearest")(x)
+    return keras.layers.Conv2D(x.shape[-1], 3, padding="same", name=name)(x)
+  if mode == "bilinear":
+    return keras.layers.UpSampling2D(2, interpolation="bilinear", name=name)(x)
+  raise ValueError(f"Unknown upsample mode {mode!r}; expected one of {UPSAMPLE_MODES}")
+
+
 def _check_resolutions(config: UNetConfig) -> None:
   """Every downsampling needs an even size, or the skip connections would not line up."""
   if IMAGE_SIZE % config.patch_size:
@@ -126,8 +140,7 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
       x = keras.layers.Concatenate()([x, skips.pop()])
       x = _residual_block(x, embedding, width, config, f"up{level}_{block}")
     if level > 0:
-      x = keras.layers.UpSampling2D(2, interpolation="nearest")(x)
-      x = keras.layers.Conv2D(width, 3, padding="same", name=f"upsample{level}")(x)
+      x = _upsample(x, config.upsample, f"upsample{level}")
 
   x = GroupNorm(config.groups, name="out_norm")(x)
   x = keras.layers.Activation("swish")(x)
