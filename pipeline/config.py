@@ -79,7 +79,7 @@ class UNetConfig(_JsonMixin):
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
   # On the way up: "nearest" + a 3x3 conv, or "bilinear" with no conv (the following residual
   # block's convs do the mixing; the 28x28 upsampling conv alone is 11% of the network's FLOPs).
-  upsample: str = "nearest_conv"
+  upsample: str = "bilinear"
   embedding_dim: int = 128  # time + class embedding width
   groups: int = 8  # GroupNorm groups
   dropout: float = 0.0
@@ -102,7 +102,7 @@ class DiffusionConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
   """The diffusion training loop (trainer_module/train.py)."""
   batch_size: int = 64
-  train_steps: int = 2400
+  train_steps: int = 2800
   learning_rate: float = 2e-3
   warmup_steps: int = 100
   ema_decay: float = 0.995
