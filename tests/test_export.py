@@ -2,6 +2,7 @@
 
 from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -15,6 +16,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
 import tiny_models  # noqa: E402  (tests/ is on sys.path)
+from pipeline.config import UNetConfig  # noqa: E402
 from trainer_module import export  # noqa: E402
 
 _SAMPLER = tiny_models.TINY_SAMPLER  # num_steps 3, max_steps 16, max_batch 4, chunks of 3 rows
@@ -44,7 +46,7 @@ print(json.dumps({"outputs": {key: [value.shape.as_list(), value.dtype.name]
 def exported(tmp_path_factory):
   export_dir = str(tmp_path_factory.mktemp("export") / "sampler")
   module = export.export_sampler(tiny_models.seeded_tiny_unet(seed=0), tiny_models.TINY_DIFFUSION,
-                                 _SAMPLER, export_dir)
+                                 _SAMPLER, export_dir, unet_config=tiny_models.TINY_UNET)
   loaded = tf.saved_model.load(export_dir)
   return types.SimpleNamespace(dir=export_dir, module=module, loaded=loaded,
                                serve=loaded.signatures[export.SERVING_SIGNATURE],
@@ -128,6 +130,27 @@ def test_defaults_and_limits_are_saved_as_variables(exported):
       _SAMPLER.guidance_scale)
   assert int(exported.loaded.max_steps.numpy()) == _SAMPLER.max_steps
   assert int(exported.loaded.max_batch.numpy()) == _SAMPLER.max_batch
+
+
+def test_restore_unet_rebuilds_the_network_the_saved_model_records(exported):
+  assert export.exported_unet_config(exported.loaded, UNetConfig()) == tiny_models.TINY_UNET
+  # The fallback (here the cpu profile's network) is not used when the export records its own.
+  restored = export.restore_unet(exported.dir, UNetConfig())
+  inputs = [tf.random.stateless_normal([2, 28, 28, 1], seed=[3, 0]), tf.constant([0.3, 0.8]),
+            tf.constant([4, 10])]
+  np.testing.assert_allclose(restored(inputs).numpy(),
+                             tiny_models.seeded_tiny_unet(seed=0)(inputs).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("variable_names, upsample", [
+    (["stem/kernel:0", "upsample1/kernel:0"], "nearest_conv"),  # runs 1-8: an upsampling conv
+    (["stem/kernel:0"], "bilinear")])  # no conv: the fallback as it is
+def test_exports_without_a_recorded_config_fall_back_by_their_weights(variable_names, upsample):
+  loaded = types.SimpleNamespace(
+      model_variables=[types.SimpleNamespace(name=name) for name in variable_names])
+  fallback = UNetConfig(upsample="bilinear")
+  assert export.exported_unet_config(loaded, fallback) == dataclasses.replace(
+      fallback, upsample=upsample)
 
 
 def test_denoise_signature_shape_range_and_eager_match(exported):

@@ -11,6 +11,9 @@ Labels are 0..9, or NULL_LABEL (10) for an unconditional sample. Bad requests fa
 graph with InvalidArgument. Only TensorFlow ops: the model loads where this project is not installed.
 """
 
+import dataclasses
+from typing import Optional
+
 import tensorflow as tf
 
 from pipeline.config import (IMAGE_SIZE, NUM_CLASSES, DiffusionConfig, SamplerConfig, UNetConfig)
@@ -35,14 +38,16 @@ def schedule_from_config(config: DiffusionConfig) -> schedule_lib.CosineSchedule
 class GuidedSamplerModule(tf.Module):
   """Wraps the (EMA) denoising network with the sampler and the pixel-space conversions."""
 
-  def __init__(self, model, diffusion: DiffusionConfig, sampler: SamplerConfig):
+  def __init__(self, model, diffusion: DiffusionConfig, sampler: SamplerConfig,
+               unet_config: Optional[UNetConfig] = None):
     super().__init__(name="guided_sampler")
     # Track the weights, not the Keras object: saving a Keras model traces every layer's call for
     # Keras metadata, which the served graph does not need and which makes export minutes slower.
     self.model_variables = list(model.variables)
     self._model = lambda inputs, training=False: model(inputs, training=training)
-    if sampler.max_rows_per_call:
-      self._model = samplers.chunked_network(self._model, sampler.max_rows_per_call)
+    if sampler.max_rows_per_call or sampler.min_chunks_per_call > 1:
+      self._model = samplers.chunked_network(self._model, sampler.max_rows_per_call,
+                                             sampler.min_chunks_per_call)
     self._schedule = schedule_from_config(diffusion)
     self._prediction = diffusion.prediction
     self._sampler = sampler
@@ -52,6 +57,9 @@ class GuidedSamplerModule(tf.Module):
     self.max_steps = tf.Variable(sampler.max_steps, trainable=False, dtype=tf.int32)
     self.max_batch = tf.Variable(sampler.max_batch, trainable=False, dtype=tf.int32)
     self.sampler_name = tf.Variable(sampler.sampler, trainable=False, dtype=tf.string)
+    # The network's UNetConfig as JSON ("" if not given), so restore_unet can rebuild it.
+    self.unet_config = tf.Variable(unet_config.to_json() if unet_config else "", trainable=False,
+                                   dtype=tf.string)
     # [min, max] noise levels where guidance above 1 applies (max = inf: no upper bound).
     self.guidance_sigma_interval = tf.Variable(
         [sampler.guidance_min_sigma,
@@ -115,9 +123,11 @@ class GuidedSamplerModule(tf.Module):
     return self.denoise_unit_range(noisy_images, noise_sigma)
 
 
-def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, export_dir: str):
-  """Writes the serving SavedModel (with TF Serving warm-up requests) and returns the module."""
-  module = GuidedSamplerModule(model, diffusion, sampler)
+def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, export_dir: str,
+                   unet_config: Optional[UNetConfig] = None):
+  """Writes the serving SavedModel (with TF Serving warm-up requests) and returns the module.
+  `unet_config`, the network's own, is recorded in the SavedModel for restore_unet."""
+  module = GuidedSamplerModule(model, diffusion, sampler, unet_config)
   tf.saved_model.save(module, export_dir, signatures={
       SERVING_SIGNATURE: module.serving_default.get_concrete_function(),
       DENOISE_SIGNATURE: module.denoise.get_concrete_function(),
@@ -128,11 +138,27 @@ def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, ex
   return module
 
 
+def exported_unet_config(loaded, fallback: UNetConfig) -> UNetConfig:
+  """The UNetConfig a loaded sampler SavedModel records; `fallback` for exports that record none.
+
+  Exports from before the record (pipeline runs 1-8) all upsample with nearest + conv, which their
+  weights show (an `upsample1` conv kernel); for those the fallback gets that upsampling.
+  """
+  recorded = getattr(loaded, "unet_config", None)
+  if recorded is not None and recorded.numpy():
+    return UNetConfig.from_json(recorded.numpy().decode())
+  if any(v.name.startswith("upsample1/") for v in loaded.model_variables):
+    return dataclasses.replace(fallback, upsample="nearest_conv")
+  return fallback
+
+
 def restore_unet(saved_model_dir: str, unet_config: UNetConfig):
-  """A U-Net built from `unet_config` holding the exported weights, matched by variable name (the
-  order of `model.variables` follows the layer graph, which a change to the network can reorder)."""
-  model = unet.build_unet(unet_config)
-  exported = {v.name: v for v in tf.saved_model.load(saved_model_dir).model_variables}
+  """A U-Net holding the exported weights, built from the config the SavedModel records (else
+  `unet_config`), matched by variable name (the order of `model.variables` follows the layer
+  graph, which a change to the network can reorder)."""
+  loaded = tf.saved_model.load(saved_model_dir)
+  model = unet.build_unet(exported_unet_config(loaded, unet_config))
+  exported = {v.name: v for v in loaded.model_variables}
   shapes = {v.name: tuple(v.shape) for v in model.variables}
   exported_shapes = {name: tuple(v.shape) for name, v in exported.items()}
   if shapes != exported_shapes:

@@ -209,6 +209,6 @@ def run_fn(fn_args):
   summary = train_diffusion(trainer, dataset, checkpoint_dir, log_dir=fn_args.model_run_dir)
   logging.info("Training finished: %s", summary)
   export.export_sampler(trainer.ema_model, config.diffusion, config.sampler,
-                        fn_args.serving_model_dir)
+                        fn_args.serving_model_dir, unet_config=config.unet)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
     json.dump({**summary, "config": config.to_dict()}, f, indent=2)
