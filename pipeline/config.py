@@ -148,6 +148,8 @@ class SamplerConfig(_JsonMixin):
   # The network runs on at most this many rows per call (samplers.chunked_network): big guided
   # batches outgrow the CPU caches. 40-50 were fastest for 200 rows here; None = one call per step.
   max_rows_per_call: Optional[int] = 40
+  # ... and in at least this many chunks (two in flight keep both cores busy on small requests).
+  min_chunks_per_call: int = 1
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
 
 
@@ -233,7 +235,8 @@ def _full() -> PipelineConfig:
   """Best quality the model reaches: for a GPU or a long CPU run."""
   return PipelineConfig(
       profile="full",
-      unet=UNetConfig(channels=(64, 128, 128), res_blocks_per_level=2, embedding_dim=256),
+      unet=UNetConfig(channels=(64, 128, 128), res_blocks_per_level=2, embedding_dim=256,
+                      upsample="nearest_conv"),
       train=TrainConfig(batch_size=128, train_steps=30000, learning_rate=1e-3, warmup_steps=500,
                         ema_decay=0.9995, checkpoint_every_steps=1000, log_every_steps=200),
       classifier=ClassifierConfig(train_steps=3000),

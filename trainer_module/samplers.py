@@ -45,19 +45,27 @@ def step_times(step, num_steps):
   return times, times - step_size
 
 
-def chunked_network(model: Callable, max_rows: int) -> Callable:
-  """`model`, called on at most `max_rows` rows at a time (rows padded to equal chunks).
+def chunked_network(model: Callable, max_rows: Optional[int], min_chunks: int = 1) -> Callable:
+  """`model`, called on at most `max_rows` rows at a time (None: no limit) and in at least
+  `min_chunks` chunks when there are that many rows (rows padded to equal chunks).
 
-  Same outputs, less time for big batches on a CPU: a guided request for 100 digits is 200 rows,
+  Same outputs, less time on a CPU. For big batches: a guided request for 100 digits is 200 rows,
   whose activations outgrow the caches; in chunks of 40, two at a time, the same convolutions ran
-  at 58 GFLOP/s instead of 39-40 here (README, "Serving latency"). Every row is computed
-  independently of the others (GroupNorm is per sample), so chunking changes no result.
+  at 58 GFLOP/s instead of 39-40 here (README, "Serving latency"). For small ones: two chunks in
+  flight keep both cores busy while each runs the small single-threaded ops between its
+  convolutions. Every row is computed independently of the others (GroupNorm is per sample), so
+  chunking changes no result.
   """
+  if (max_rows is not None and max_rows < 1) or min_chunks < 1:
+    raise ValueError(f"max_rows ({max_rows}) and min_chunks ({min_chunks}) must be positive")
 
   def call(inputs, training=False):
     images, times, labels = inputs
     rows = tf.shape(images)[0]
-    num_chunks = tf.maximum((rows + max_rows - 1) // max_rows, 1)
+    num_chunks = tf.minimum(min_chunks, rows)
+    if max_rows is not None:
+      num_chunks = tf.maximum(num_chunks, (rows + max_rows - 1) // max_rows)
+    num_chunks = tf.maximum(num_chunks, 1)
     chunk_rows = (rows + num_chunks - 1) // num_chunks  # equal chunks: at most num_chunks - 1 pad
     padding = num_chunks * chunk_rows - rows
 
