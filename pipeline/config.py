@@ -123,10 +123,11 @@ class ClassifierConfig(_JsonMixin):
   seed: int = 0
 
 
-# What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance 2
-# applied only at noise levels 1 <= sigma <= 5 (README, "Guidance interval [1, 5]").
+# What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance
+# 1.75 applied only at noise levels 1 <= sigma <= 5 (README, "Guidance interval [1, 5]" and "Run 9
+# at N=10,000": 1.75 meets both the 99% class agreement and the 3x Frechet targets; 2 until run 9).
 DEFAULT_NUM_STEPS = 20
-DEFAULT_GUIDANCE_SCALE = 2.0
+DEFAULT_GUIDANCE_SCALE = 1.75
 DEFAULT_GUIDANCE_MIN_SIGMA = 1.0
 DEFAULT_GUIDANCE_MAX_SIGMA = 5.0
 
