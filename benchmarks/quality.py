@@ -72,9 +72,8 @@ def reexport_with_sampler(model_dir: str, profile: config_lib.PipelineConfig,
                           export_dir: str, **sampler_fields: Any) -> str:
   """The weights of the SavedModel at `model_dir`, exported again with the profile's SamplerConfig
   with `sampler_fields` replaced (another sampler, a guidance interval)."""
-  model_dir = saved_model_dir(model_dir)
-  unet_config = export.exported_unet_config(tf.saved_model.load(model_dir), profile.unet)
-  export.export_sampler(export.restore_unet(model_dir, unet_config), profile.diffusion,
+  network, unet_config = export.load_unet(saved_model_dir(model_dir), profile.unet)
+  export.export_sampler(network, profile.diffusion,
                         dataclasses.replace(profile.sampler, **sampler_fields), export_dir,
                         unet_config=unet_config)
   return export_dir

@@ -153,11 +153,17 @@ def exported_unet_config(loaded, fallback: UNetConfig) -> UNetConfig:
 
 
 def restore_unet(saved_model_dir: str, unet_config: UNetConfig):
-  """A U-Net holding the exported weights, built from the config the SavedModel records (else
-  `unet_config`), matched by variable name (the order of `model.variables` follows the layer
-  graph, which a change to the network can reorder)."""
+  """A U-Net holding the exported weights (see load_unet)."""
+  return load_unet(saved_model_dir, unet_config)[0]
+
+
+def load_unet(saved_model_dir: str, unet_config: UNetConfig):
+  """(U-Net holding the exported weights, its UNetConfig): built from the config the SavedModel
+  records (else `unet_config`), weights matched by variable name (the order of `model.variables`
+  follows the layer graph, which a change to the network can reorder)."""
   loaded = tf.saved_model.load(saved_model_dir)
-  model = unet.build_unet(exported_unet_config(loaded, unet_config))
+  unet_config = exported_unet_config(loaded, unet_config)
+  model = unet.build_unet(unet_config)
   exported = {v.name: v for v in loaded.model_variables}
   shapes = {v.name: tuple(v.shape) for v in model.variables}
   exported_shapes = {name: tuple(v.shape) for name, v in exported.items()}
@@ -166,4 +172,4 @@ def restore_unet(saved_model_dir: str, unet_config: UNetConfig):
                      f"{len(shapes)} variables): is --profile the one it was trained with?")
   for variable in model.variables:
     variable.assign(exported[variable.name])
-  return model
+  return model, unet_config
