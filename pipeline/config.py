@@ -149,9 +149,6 @@ class SamplerConfig(_JsonMixin):
   # The network runs on at most this many rows per call (samplers.chunked_network): big guided
   # batches outgrow the CPU caches. 40-50 were fastest for 200 rows here; None = one call per step.
   max_rows_per_call: Optional[int] = 40
-  # ... and in at least this many chunks, so even small requests could run two at once (no faster
-  # for 1 and 10 digits in run 9's benchmark: README, "Serving latency").
-  min_chunks_per_call: int = 1
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
 
 

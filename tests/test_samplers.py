@@ -358,39 +358,54 @@ def test_step_times_walk_evenly_from_one_to_zero():
   assert float(scalar_times) == 0.25 and abs(float(scalar_next)) < 1e-7
 
 
-class _RowCounter:
-  """Wraps a model and remembers the largest batch it was called with (works inside graphs)."""
-
-  def __init__(self, model):
-    self.model = model
-    self.max_rows = tf.Variable(0)
-
-  def __call__(self, inputs, training=False):
-    self.max_rows.assign(tf.maximum(self.max_rows, tf.shape(inputs[0])[0]))
-    return self.model(inputs, training=training)
+# (rows, max_rows, number of chunks, rows per chunk)
+_CHUNK_LAYOUTS = [(7, 3, 3, 3), (6, 3, 2, 3), (2, 3, 1, 2), (1, 1, 1, 1), (200, 40, 5, 40),
+                  (201, 40, 6, 34)]
 
 
-# (rows, max_rows, min_chunks, rows of the largest chunk)
-@pytest.mark.parametrize("rows, max_rows, min_chunks, chunk_rows", [
-    (7, 3, 1, 3), (6, 3, 1, 3), (2, 3, 1, 2), (1, 1, 1, 1),
-    (7, None, 2, 4), (6, 3, 4, 2), (20, 40, 2, 10), (1, None, 2, 1)])
+@pytest.mark.parametrize("rows, max_rows, num_chunks, chunk_rows", _CHUNK_LAYOUTS)
+def test_chunk_layout_splits_rows_into_the_fewest_equal_chunks(rows, max_rows, num_chunks,
+                                                               chunk_rows):
+  layout = samplers.chunk_layout(rows, max_rows)
+  assert tuple(int(value) for value in layout) == (num_chunks, chunk_rows)
+
+
+def _expecting_chunks_of(model, chunk_rows):
+  """`model`, failing (InvalidArgument) on any call with other than `chunk_rows` rows.
+
+  An in-graph check rather than a counter variable: the network must stay stateless inside the
+  chunk loop."""
+
+  def call(inputs, training=False):
+    with tf.control_dependencies([tf.debugging.assert_equal(tf.shape(inputs[0])[0], chunk_rows)]):
+      return model(inputs, training=training)
+
+  return call
+
+
+@pytest.mark.parametrize("rows, max_rows, num_chunks, chunk_rows", _CHUNK_LAYOUTS[:4])
 def test_chunked_network_gives_the_same_predictions_in_equal_chunks(
-    model, rows, max_rows, min_chunks, chunk_rows):
+    model, rows, max_rows, num_chunks, chunk_rows):
+  del num_chunks  # pinned by the layout test
   noisy = tf.random.stateless_normal([rows, 28, 28, 1], seed=[1, 2])
   times = tf.linspace(0.1, 0.9, rows)
   labels = tf.range(rows) % 11
-  counter = _RowCounter(model)
-  chunked = tf.function(samplers.chunked_network(counter, max_rows, min_chunks))(
-      [noisy, times, labels])
-  np.testing.assert_allclose(chunked.numpy(), model([noisy, times, labels]).numpy(), atol=1e-5)
+  chunked = tf.function(samplers.chunked_network(_expecting_chunks_of(model, chunk_rows),
+                                                 max_rows))([noisy, times, labels])
   assert chunked.shape == (rows, 28, 28, 1)
-  assert int(counter.max_rows.numpy()) == chunk_rows
+  np.testing.assert_allclose(chunked.numpy(), model([noisy, times, labels]).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("max_rows, min_chunks", [(0, 1), (4, 0)])
-def test_chunked_network_rejects_non_positive_limits(model, max_rows, min_chunks):
+def test_chunk_size_check_catches_a_wrong_layout(model):
+  noisy = tf.zeros([4, 28, 28, 1])
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    tf.function(samplers.chunked_network(_expecting_chunks_of(model, 3), 2))(
+        [noisy, tf.fill([4], 0.5), tf.range(4)])
+
+
+def test_chunked_network_rejects_a_non_positive_limit(model):
   with pytest.raises(ValueError, match="must be positive"):
-    samplers.chunked_network(model, max_rows, min_chunks)
+    samplers.chunked_network(model, 0)
 
 
 def test_sampling_with_a_chunked_network_changes_no_image(model):

@@ -45,9 +45,8 @@ class GuidedSamplerModule(tf.Module):
     # Keras metadata, which the served graph does not need and which makes export minutes slower.
     self.model_variables = list(model.variables)
     self._model = lambda inputs, training=False: model(inputs, training=training)
-    if sampler.max_rows_per_call or sampler.min_chunks_per_call > 1:
-      self._model = samplers.chunked_network(self._model, sampler.max_rows_per_call,
-                                             sampler.min_chunks_per_call)
+    if sampler.max_rows_per_call:
+      self._model = samplers.chunked_network(self._model, sampler.max_rows_per_call)
     self._schedule = schedule_from_config(diffusion)
     self._prediction = diffusion.prediction
     self._sampler = sampler

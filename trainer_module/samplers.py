@@ -45,28 +45,35 @@ def step_times(step, num_steps):
   return times, times - step_size
 
 
-def chunked_network(model: Callable, max_rows: Optional[int], min_chunks: int = 1) -> Callable:
-  """`model`, called on at most `max_rows` rows at a time (None: no limit) and in at least
-  `min_chunks` chunks when there are that many rows (rows padded to equal chunks).
+def chunk_layout(rows, max_rows: int):
+  """(num_chunks, chunk_rows): `rows` rows in the fewest chunks of at most `max_rows` rows, all of
+  equal size (the last one padded by at most num_chunks - 1 rows)."""
+  if max_rows < 1:
+    raise ValueError(f"max_rows must be positive, got {max_rows}")
+  rows = tf.convert_to_tensor(rows, tf.int32)
+  num_chunks = tf.maximum((rows + max_rows - 1) // max_rows, 1)
+  return num_chunks, (rows + num_chunks - 1) // num_chunks
 
-  Same outputs, less time on a CPU. For big batches: a guided request for 100 digits is 200 rows,
-  whose activations outgrow the caches; in chunks of 40, two at a time, the same convolutions ran
-  at 58 GFLOP/s instead of 39-40 here (README, "Serving latency"). `min_chunks` 2 lets even a small
-  batch run as two chunks at once; for 1 and 10 digits that was not faster in the benchmark
-  (same README section). Every row is computed independently of the others (GroupNorm is per
-  sample), so chunking changes no result.
+
+def chunked_network(model: Callable, max_rows: int) -> Callable:
+  """`model`, called on the chunks of `chunk_layout(rows, max_rows)`, one at a time.
+
+  Same outputs, less time on a CPU for big batches: a guided request for 100 digits is 200 rows,
+  whose activations outgrow the caches; the same convolutions ran at 51 GFLOP/s on chunks of 40
+  instead of 39-40 on the whole batch here (README, "Serving latency"). Every row is computed
+  independently of the others (GroupNorm is per sample), so chunking changes no result.
+
+  One chunk at a time: two in flight ran 12% faster, but TensorFlow 2.16's oneDNN convolution is
+  not safe to run twice at once in one graph (a first call segfaulted in
+  `MklConvOp::AllocateOutputTensor`, caught under gdb in this repo's tests), and a served model
+  must not crash its server.
   """
-  if (max_rows is not None and max_rows < 1) or min_chunks < 1:
-    raise ValueError(f"max_rows ({max_rows}) and min_chunks ({min_chunks}) must be positive")
+  chunk_layout(1, max_rows)  # reject a bad limit when wrapping, not on the first call
 
   def call(inputs, training=False):
     images, times, labels = inputs
     rows = tf.shape(images)[0]
-    num_chunks = tf.minimum(min_chunks, rows)
-    if max_rows is not None:
-      num_chunks = tf.maximum(num_chunks, (rows + max_rows - 1) // max_rows)
-    num_chunks = tf.maximum(num_chunks, 1)
-    chunk_rows = (rows + num_chunks - 1) // num_chunks  # equal chunks: at most num_chunks - 1 pad
+    num_chunks, chunk_rows = chunk_layout(rows, max_rows)
     padding = num_chunks * chunk_rows - rows
 
     def chunks(values):
@@ -78,9 +85,7 @@ def chunked_network(model: Callable, max_rows: Optional[int], min_chunks: int = 
         (chunks(images), chunks(times), chunks(labels)),
         # The prediction (v or eps) has the images' shape.
         fn_output_signature=tf.TensorSpec([None] + images.shape[1:].as_list(), tf.float32),
-        # Two chunks in flight: the other one's convolutions fill the cores while one runs the
-        # small single-threaded ops between them (measured faster than one at a time here).
-        parallel_iterations=2)
+        parallel_iterations=1)  # not 2: see the docstring
     return tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))[:rows]
 
   return call
