@@ -127,10 +127,10 @@ def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, ex
   """Writes the serving SavedModel (with TF Serving warm-up requests) and returns the module.
   `unet_config`, the network's own, is recorded in the SavedModel for restore_unet."""
   module = GuidedSamplerModule(model, diffusion, sampler, unet_config)
+  # The tf.functions, not concrete functions traced here: save() traces in its own context, so a
+  # function traced before it is traced again (twice the export time, two copies in the graph).
   tf.saved_model.save(module, export_dir, signatures={
-      SERVING_SIGNATURE: module.serving_default.get_concrete_function(),
-      DENOISE_SIGNATURE: module.denoise.get_concrete_function(),
-  })
+      SERVING_SIGNATURE: module.serving_default, DENOISE_SIGNATURE: module.denoise})
   # TF Serving replays these at load time, so the first user request does not pay for warm-up.
   warmup.write_warmup_requests(export_dir, warmup.default_warmup_requests(
       guidance_scale=sampler.guidance_scale, num_steps=min(2, sampler.max_steps)))
