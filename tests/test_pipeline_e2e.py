@@ -82,8 +82,8 @@ def test_pushed_model_serves_in_a_fresh_process(first_run, tmp_path):
   assert result["dtype"] == "uint8"
   assert {"serving_default", "denoise"} <= set(result["signatures"])
   assert result["project_modules"] == []
-  again = fresh_process.call_serving_default(outputs["pushed_model"], labels, cwd=str(tmp_path))
-  assert again["checksum"] == result["checksum"]  # same request, same images
+  # Same request, same images: stateless random ops keyed by the seed, whatever the process.
+  assert result["checksum"] == result["checksum_again"]
 
 
 def test_second_run_is_served_from_the_cache(first_run, smoke_config):

@@ -390,8 +390,10 @@ def test_chunked_network_gives_the_same_predictions_in_equal_chunks(
   noisy = tf.random.stateless_normal([rows, 28, 28, 1], seed=[1, 2])
   times = tf.linspace(0.1, 0.9, rows)
   labels = tf.range(rows) % 11
-  chunked = tf.function(samplers.chunked_network(_expecting_chunks_of(model, chunk_rows),
-                                                 max_rows))([noisy, times, labels])
+  # Eagerly (the map_fn runs chunk by chunk): the graph path is the sampling test below and the
+  # export tests, whose tiny sampler calls its network in chunks of 3.
+  chunked = samplers.chunked_network(_expecting_chunks_of(model, chunk_rows), max_rows)(
+      [noisy, times, labels])
   assert chunked.shape == (rows, 28, 28, 1)
   np.testing.assert_allclose(chunked.numpy(), model([noisy, times, labels]).numpy(), atol=1e-5)
 
@@ -399,7 +401,7 @@ def test_chunked_network_gives_the_same_predictions_in_equal_chunks(
 def test_chunk_size_check_catches_a_wrong_layout(model):
   noisy = tf.zeros([4, 28, 28, 1])
   with pytest.raises(tf.errors.InvalidArgumentError):
-    tf.function(samplers.chunked_network(_expecting_chunks_of(model, 3), 2))(
+    samplers.chunked_network(_expecting_chunks_of(model, 3), 2)(
         [noisy, tf.fill([4], 0.5), tf.range(4)])
 
 
@@ -412,5 +414,6 @@ def test_sampling_with_a_chunked_network_changes_no_image(model):
   labels = [2, 5, 10, 0, 7]  # guided: 10 rows per step, in chunks of at most 4
   chunked = samplers.chunked_network(model, 4)
   noise = samplers.initial_noise(7, len(labels))
-  images = samplers.sample(chunked, noise, tf.constant(labels), 3, 1.5, _SCHEDULE, "v", _NULL)
+  images = _compiled_sample(chunked, "ddim")(noise, tf.constant(labels), tf.constant(3),
+                                             tf.constant(1.5), tf.constant(7))
   np.testing.assert_allclose(images.numpy(), _sample(model, labels, seed=7), atol=1e-5)
