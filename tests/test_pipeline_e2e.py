@@ -82,7 +82,7 @@ def test_pushed_model_serves_in_a_fresh_process(first_run, tmp_path):
   assert result["dtype"] == "uint8"
   assert {"serving_default", "denoise"} <= set(result["signatures"])
   assert result["project_modules"] == []
-  # Same request, same images: stateless random ops keyed by the seed, whatever the process.
+  # Same request, same images: the random ops are stateless, keyed by the seed.
   assert result["checksum"] == result["checksum_again"]
 
 
