@@ -76,6 +76,11 @@ class UNetConfig(_JsonMixin):
   channels: Tuple[int, ...] = (32, 48, 64)  # per resolution: 28, 14, 7 (halved by patch_size)
   patch_size: int = 1  # 2: space-to-depth stem, so the first level runs at 14x14
   res_blocks_per_level: int = 1
+  # Skip connections into the decoder: "every_layer" (DDPM/ADM: from the stem, every residual
+  # block and every downsampling conv, so each level's decoder has res_blocks_per_level + 1
+  # blocks) or "res_blocks" (only from the residual blocks: one decoder block fewer per level;
+  # at 28x28 that block alone is a fifth of the network's FLOPs).
+  decoder_skips: str = "every_layer"
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
   # On the way up: "nearest" + a 3x3 conv, or "bilinear" with no conv (the following residual
   # block's convs do the mixing; the 28x28 upsampling conv alone is 11% of the network's FLOPs).

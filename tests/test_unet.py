@@ -35,8 +35,11 @@ def _max_abs_diff(a, b):
     dataclasses.replace(tiny_models.TINY_UNET, channels=(4, 8), patch_size=2),
     dataclasses.replace(tiny_models.TINY_UNET, upsample="nearest_conv"),
     dataclasses.replace(tiny_models.TINY_UNET, upsample="bilinear"),
+    dataclasses.replace(tiny_models.TINY_UNET, decoder_skips="res_blocks"),
+    dataclasses.replace(tiny_models.TINY_UNET, decoder_skips="res_blocks", res_blocks_per_level=2,
+                        patch_size=2, channels=(4, 8)),
 ], ids=["smoke", "tiny_two_blocks_dropout_no_attention", "tiny_patch2", "tiny_nearest_conv",
-        "tiny_bilinear"])
+        "tiny_bilinear", "tiny_res_block_skips", "tiny_res_block_skips_two_blocks_patch2"])
 def test_fresh_network_output_shape_and_zero_initialised_output(unet_config):
   network = unet.build_unet(unet_config)
   outputs = network([_NOISY, _HALF, tf.constant([1, 10])])
@@ -68,6 +71,39 @@ def test_bilinear_upsampling_has_no_upsampling_convs():
 
   assert upsampling_convs("nearest_conv") == ["upsample2", "upsample1"]
   assert upsampling_convs("bilinear") == []
+
+
+def _decoder_blocks(network):
+  return [layer.name for layer in network.layers
+          if layer.name.startswith("up") and layer.name.endswith("_conv1")]
+
+
+@pytest.mark.parametrize("decoder_skips, res_blocks, expected", [
+    # Every encoder layer (stem, residual blocks, downsampling convs) feeds one decoder block.
+    ("every_layer", 1, ["up2_0", "up2_1", "up1_0", "up1_1", "up0_0", "up0_1"]),
+    ("every_layer", 2, ["up2_0", "up2_1", "up2_2", "up1_0", "up1_1", "up1_2",
+                        "up0_0", "up0_1", "up0_2"]),
+    # Only the residual blocks do: one decoder block per encoder block.
+    ("res_blocks", 1, ["up2_0", "up1_0", "up0_0"]),
+    ("res_blocks", 2, ["up2_0", "up2_1", "up1_0", "up1_1", "up0_0", "up0_1"]),
+])
+def test_decoder_has_one_block_per_skip(decoder_skips, res_blocks, expected):
+  network = unet.build_unet(dataclasses.replace(
+      tiny_models.TINY_UNET, decoder_skips=decoder_skips, res_blocks_per_level=res_blocks))
+  assert _decoder_blocks(network) == [f"{name}_conv1" for name in expected]
+
+
+def test_res_block_skips_concatenate_the_matching_encoder_block():
+  # The first decoder block at 28x28 sees the upsampled 14x14 features (8 channels) and the
+  # 28x28 encoder block's output (4 channels), not the stem's.
+  network = unet.build_unet(dataclasses.replace(tiny_models.TINY_UNET, decoder_skips="res_blocks"))
+  assert network.get_layer("up0_0_conv1").input.shape[1:] == (28, 28, 12)
+  assert network.get_layer("up2_0_conv1").input.shape[1:] == (7, 7, 16)
+
+
+def test_unknown_decoder_skips_are_rejected():
+  with pytest.raises(ValueError, match="decoder_skips"):
+    unet.build_unet(dataclasses.replace(tiny_models.TINY_UNET, decoder_skips="none"))
 
 
 def test_unknown_upsample_mode_is_rejected():

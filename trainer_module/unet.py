@@ -81,6 +81,9 @@ def _upsample(x, mode: str, name: str):
   raise ValueError(f"Unknown upsample mode {mode!r}; expected one of {UPSAMPLE_MODES}")
 
 
+DECODER_SKIPS = ("every_layer", "res_blocks")
+
+
 def _check_resolutions(config: UNetConfig) -> None:
   """Every downsampling needs an even size, or the skip connections would not line up."""
   if IMAGE_SIZE % config.patch_size:
@@ -112,6 +115,9 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
   embedding = keras.layers.Activation("swish")(time_embedding + class_embedding)
 
   _check_resolutions(config)
+  if config.decoder_skips not in DECODER_SKIPS:
+    raise ValueError(f"Unknown decoder_skips {config.decoder_skips!r}; expected one of "
+                     f"{DECODER_SKIPS}")
   x = noisy_images
   if config.patch_size > 1:
     # Space-to-depth: the network runs at 28 / patch_size, where every conv costs patch_size**2
@@ -119,15 +125,16 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
     x = keras.layers.Lambda(lambda images: tf.nn.space_to_depth(images, config.patch_size),
                             name="patchify")(x)
   x = keras.layers.Conv2D(config.channels[0], 3, padding="same", name="stem")(x)
-  skips = [x]
+  # skips[level]: what the decoder of that level concatenates, in encoder order.
+  skips = [[x] if config.decoder_skips == "every_layer" else []]
   last_level = len(config.channels) - 1
   for level, width in enumerate(config.channels):
     for block in range(config.res_blocks_per_level):
       x = _residual_block(x, embedding, width, config, f"down{level}_{block}")
-      skips.append(x)
+      skips[level].append(x)
     if level < last_level:
       x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"downsample{level}")(x)
-      skips.append(x)
+      skips.append([x] if config.decoder_skips == "every_layer" else [])
 
   x = _residual_block(x, embedding, config.channels[-1], config, "middle0")
   if config.attention_at_lowest:
@@ -136,8 +143,8 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
 
   for level in reversed(range(len(config.channels))):
     width = config.channels[level]
-    for block in range(config.res_blocks_per_level + 1):
-      x = keras.layers.Concatenate()([x, skips.pop()])
+    for block, skip in enumerate(reversed(skips[level])):
+      x = keras.layers.Concatenate()([x, skip])
       x = _residual_block(x, embedding, width, config, f"up{level}_{block}")
     if level > 0:
       x = _upsample(x, config.upsample, f"upsample{level}")
