@@ -41,6 +41,8 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 # name -> {config section: {field: value}} replaced in the cpu profile.
 EXPERIMENTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "baseline": {},
+    # Runs 1-10's decoder: skips from every encoder layer, one decoder block more per level.
+    "every_layer_skips": {"unet": {"decoder_skips": "every_layer"}},
     # The unconditional branch (used by guidance and by the denoising protocol) sees 3x the data.
     "dropout0.3": {"diffusion": {"label_dropout": 0.3}},
     # Space-to-depth 2x2 stem: the network runs at 14 and 7, wider (forward_cost: 0.85x the time).
@@ -53,8 +55,6 @@ EXPERIMENTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # Narrower full-resolution level: the 28x28 convs are half the network's FLOPs (issue 4's
     # serving latency), 24 channels cost about 0.56x of 32 there.
     "narrow28": {"unet": {"channels": (24, 48, 64)}},
-    # Skips only from the residual blocks: one decoder block fewer per level (0.68x the FLOPs).
-    "res_block_skips": {"unet": {"decoder_skips": "res_blocks"}},
 }
 
 # Fewer images and samples than the Evaluator: enough to rank experiments, cheap enough to run many.
