@@ -142,15 +142,26 @@ def test_restore_unet_rebuilds_the_network_the_saved_model_records(exported):
                              tiny_models.seeded_tiny_unet(seed=0)(inputs).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("variable_names, upsample", [
-    (["stem/kernel:0", "upsample1/kernel:0"], "nearest_conv"),  # runs 1-8: an upsampling conv
-    (["stem/kernel:0"], "bilinear")])  # no conv: the fallback as it is
-def test_exports_without_a_recorded_config_fall_back_by_their_weights(variable_names, upsample):
+@pytest.mark.parametrize("variable_names, upsample, decoder_skips", [
+    # Runs 1-8: an upsampling conv, and a second decoder block at 28x28 (skips from every layer).
+    (["stem/kernel:0", "upsample1/kernel:0", "up0_1_conv1/kernel:0"], "nearest_conv",
+     "every_layer"),
+    (["stem/kernel:0", "up0_0_conv1/kernel:0"], "bilinear", "res_blocks")])  # the fallback as is
+def test_exports_without_a_recorded_config_fall_back_by_their_weights(variable_names, upsample,
+                                                                       decoder_skips):
   loaded = types.SimpleNamespace(
       model_variables=[types.SimpleNamespace(name=name) for name in variable_names])
-  fallback = UNetConfig(upsample="bilinear")
+  fallback = UNetConfig(upsample="bilinear", decoder_skips="res_blocks")
   assert export.exported_unet_config(loaded, fallback) == dataclasses.replace(
-      fallback, upsample=upsample)
+      fallback, upsample=upsample, decoder_skips=decoder_skips)
+
+
+def test_a_record_from_before_decoder_skips_means_skips_from_every_layer():
+  # Runs 9-10 recorded their UNetConfig before the field existed; their decoders had every skip.
+  recorded = UNetConfig(decoder_skips="every_layer").to_dict()
+  del recorded["decoder_skips"]
+  loaded = types.SimpleNamespace(unet_config=tf.constant(json.dumps(recorded)))
+  assert export.exported_unet_config(loaded, UNetConfig()).decoder_skips == "every_layer"
 
 
 def test_denoise_signature_shape_range_and_eager_match(exported):

@@ -12,6 +12,7 @@ graph with InvalidArgument. Only TensorFlow ops: the model loads where this proj
 """
 
 import dataclasses
+import json
 from typing import Optional
 
 import tensorflow as tf
@@ -141,13 +142,21 @@ def exported_unet_config(loaded, fallback: UNetConfig) -> UNetConfig:
   """The UNetConfig a loaded sampler SavedModel records; `fallback` for exports that record none.
 
   Exports from before the record (pipeline runs 1-8) all upsample with nearest + conv, which their
-  weights show (an `upsample1` conv kernel); for those the fallback gets that upsampling.
+  weights show (an `upsample1` conv kernel); for those the fallback gets that upsampling. Exports
+  from before `decoder_skips` existed (runs 1-10) all have skips from every encoder layer: a
+  record without the field means that, and without a record the weights show it (a decoder
+  block beyond res_blocks_per_level at 28x28).
   """
   recorded = getattr(loaded, "unet_config", None)
   if recorded is not None and recorded.numpy():
-    return UNetConfig.from_json(recorded.numpy().decode())
-  if any(v.name.startswith("upsample1/") for v in loaded.model_variables):
-    return dataclasses.replace(fallback, upsample="nearest_conv")
+    fields = json.loads(recorded.numpy().decode())
+    fields.setdefault("decoder_skips", "every_layer")
+    return UNetConfig.from_dict(fields)
+  names = [v.name for v in loaded.model_variables]
+  if any(name.startswith("upsample1/") for name in names):
+    fallback = dataclasses.replace(fallback, upsample="nearest_conv")
+  if any(name.startswith(f"up0_{fallback.res_blocks_per_level}_") for name in names):
+    fallback = dataclasses.replace(fallback, decoder_skips="every_layer")
   return fallback
 
 
