@@ -5,7 +5,8 @@ Inputs: noisy images [B, 28, 28, 1] in model space, diffusion times [B] in [0, 1
 prediction ([B, 28, 28, 1], v or eps as the DiffusionConfig says). The time and class embeddings
 are summed and injected into every residual block; self-attention runs only at the lowest (7x7)
 resolution where it costs little. Upsampling is nearest-neighbour + conv or bilinear without a conv
-(UNetConfig.upsample; neither needs XLA).
+(UNetConfig.upsample; neither needs XLA). The decoder concatenates a skip from every encoder layer
+or only from the residual blocks (UNetConfig.decoder_skips), one decoder block per skip.
 """
 
 import math
