@@ -126,8 +126,10 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
     x = keras.layers.Lambda(lambda images: tf.nn.space_to_depth(images, config.patch_size),
                             name="patchify")(x)
   x = keras.layers.Conv2D(config.channels[0], 3, padding="same", name="stem")(x)
-  # skips[level]: what the decoder of that level concatenates, in encoder order.
-  skips = [[x] if config.decoder_skips == "every_layer" else []]
+  # skips[level]: what the decoder of that level concatenates, in encoder order. The stem and
+  # the downsampling convs open a level; their outputs are skips only with "every_layer".
+  level_inputs_are_skips = config.decoder_skips == "every_layer"
+  skips = [[x] if level_inputs_are_skips else []]
   last_level = len(config.channels) - 1
   for level, width in enumerate(config.channels):
     for block in range(config.res_blocks_per_level):
@@ -135,7 +137,7 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
       skips[level].append(x)
     if level < last_level:
       x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"downsample{level}")(x)
-      skips.append([x] if config.decoder_skips == "every_layer" else [])
+      skips.append([x] if level_inputs_are_skips else [])
 
   x = _residual_block(x, embedding, config.channels[-1], config, "middle0")
   if config.attention_at_lowest:
