@@ -1,18 +1,20 @@
 """Serving latency of the exported in-graph sampler vs a Python-loop sampler, per (batch, steps).
 
   python -m benchmarks.serving_latency --model-dir runs/serving_model --profile cpu \
-      --batch-sizes 1 10 100 --steps 10 20 50 --repeats 5 --guidance 1.5
+      --batch-sizes 1 10 100 --steps 10 20 50 --repeats 5 --guidance 1.75
 --model-dir is a SavedModel or a serving directory (its highest numeric version is used). The
 exported sampler runs in a fresh process that imports only TensorFlow, as a server would load it.
 The baseline is the usual tutorial loop: a Python `for` over steps, each an eager call of the same
-U-Net (built from --profile, weights restored from the SavedModel), with the same DDIM + guidance
-math. Its timing leaves out drawing the initial noise, which only flatters the baseline.
+U-Net (built from --profile, weights restored from the SavedModel), with the math of the sampler
+and guidance interval the model was exported with (DDIM or DPM-Solver++(2M)). Its timing leaves
+out drawing the initial noise, which only flatters the baseline.
 Writes benchmarks/results/serving_latency.json and prints a markdown table.
 """
 
 from pipeline import keras_env  # noqa: F401  (before TensorFlow)
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
@@ -26,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
+from components.diffusion_evaluator import evaluation  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from trainer_module import flops  # noqa: E402
 from pipeline.config import NUM_CLASSES  # noqa: E402
@@ -41,6 +44,7 @@ _PROJECT_PACKAGES = ("pipeline", "components", "trainer_module", "serving", "ben
 # Targets printed beside the figures (not asserted).
 TARGET_BATCH, TARGET_STEPS, TARGET_P50_S = 10, 20, 1.0
 TARGET_SPEEDUP = 2.0
+LOOP_SAMPLERS = ("ddim", "dpmpp_2m")
 
 # The child: TensorFlow only, so the numbers are what a server that never saw this project gets.
 _FRESH_PROCESS_SCRIPT = textwrap.dedent("""
@@ -93,11 +97,14 @@ def time_in_fresh_process(model_dir: str, grid: Sequence[Sequence[int]], repeats
 
 
 class PythonLoopSampler:
-  """The tutorial sampler: DDIM (eta 0) with classifier-free guidance, one eager U-Net call per
-  step from a Python loop. Same math as samplers.sample(sampler="ddim")."""
+  """The tutorial sampler: one eager U-Net call per step from a Python loop, with classifier-free
+  guidance. Same math as samplers.sample for the deterministic samplers ("ddim", "dpmpp_2m"), so
+  it is compared with the exported model on the same work."""
 
   def __init__(self, model, diffusion: config_lib.DiffusionConfig,
                sampler: config_lib.SamplerConfig):
+    if sampler.sampler not in LOOP_SAMPLERS:
+      raise ValueError(f"The Python loop runs {LOOP_SAMPLERS}, not {sampler.sampler!r}")
     self.model = model
     self._schedule = export.schedule_from_config(diffusion)
     self._prediction = diffusion.prediction
@@ -110,6 +117,7 @@ class PythonLoopSampler:
     batch_size = noise.shape[0]
     noisy_images = noise
     pred_images = tf.zeros_like(noise)
+    log_snr_step = tf.constant(0.0)
     for step in range(num_steps):
       times, next_times = samplers.step_times(step, num_steps)
       signal_rates, noise_rates = self._schedule.rates(times)
@@ -120,17 +128,35 @@ class PythonLoopSampler:
       predictions = samplers.guided_prediction(
           self.model, noisy_images, tf.fill([batch_size], times), labels, scale,
           self._sampler.null_label)
+      previous_pred_images = pred_images
       pred_images, _ = schedule_lib.split_prediction(predictions, noisy_images, signal_rates,
                                                      noise_rates, self._prediction)
       pred_images = tf.clip_by_value(pred_images, -1.0, 1.0)
-      pred_noises = (noisy_images - signal_rates * pred_images) / noise_rates
-      noisy_images = next_signal_rates * pred_images + next_noise_rates * pred_noises
+      if self._sampler.sampler == "dpmpp_2m":
+        noisy_images, log_snr_step = samplers.dpmpp_2m_update(
+            tf.constant(step), tf.constant(num_steps), noisy_images, pred_images,
+            previous_pred_images, log_snr_step, signal_rates, noise_rates, next_signal_rates,
+            next_noise_rates)
+      else:
+        pred_noises = (noisy_images - signal_rates * pred_images) / noise_rates
+        noisy_images = next_signal_rates * pred_images + next_noise_rates * pred_noises
     return transform.to_unit_range(pred_images).numpy()
 
   def generate(self, labels, num_steps: int, guidance_scale: float, seed: int) -> np.ndarray:
     """The exported signature's contract: the same initial noise for the same (seed, index)."""
     noise = samplers.initial_noise(tf.constant(seed, tf.int32), len(labels))
     return self.sample(noise, labels, num_steps, guidance_scale)
+
+
+def exported_sampler_config(model_dir: str,
+                            fallback: config_lib.SamplerConfig) -> config_lib.SamplerConfig:
+  """`fallback` with the sampler and guidance interval the SavedModel was exported with (a model
+  from before the interval was recorded guides every step), so the Python loop does its math."""
+  model = evaluation.DiffusionModel(model_dir, batch_size=1)
+  interval = model.guidance_sigma_interval or [0.0, None]
+  name = model.sampler if model.sampler != evaluation.SAMPLER_UNKNOWN else fallback.sampler
+  return dataclasses.replace(fallback, sampler=name, guidance_min_sigma=interval[0],
+                             guidance_max_sigma=interval[1])
 
 
 def _summary(seconds: Sequence[float], batch_size: int) -> dict:
@@ -162,7 +188,8 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   grid = [(b, s) for b in batch_sizes for s in steps]
   fresh = time_in_fresh_process(model_dir, grid, repeats, guidance_scale)
   model = export.restore_unet(model_dir, config.unet)
-  loop_sampler = PythonLoopSampler(model, config.diffusion, config.sampler)
+  sampler = exported_sampler_config(model_dir, config.sampler)
+  loop_sampler = PythonLoopSampler(model, config.diffusion, sampler)
   loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
   # A guided step runs the doubled batch, one at scale 0 or 1 or outside the guidance interval.
   forward_flops = flops.forward_flops(model, 1)
@@ -174,7 +201,7 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
     python_loop = _summary(loop_run["seconds"], batch_size)
     rows_per_sample = samplers.network_rows_per_sample(
         num_steps, guidance_scale, export.schedule_from_config(config.diffusion),
-        config.sampler.guidance_min_sigma, config.sampler.guidance_max_sigma)
+        sampler.guidance_min_sigma, sampler.guidance_max_sigma)
     achieved = in_graph["images_per_second"] * rows_per_sample * forward_flops
     rows.append({
         "batch_size": batch_size, "num_steps": num_steps, "network_rows_per_sample": rows_per_sample,
@@ -189,8 +216,8 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
       "model_dir": model_dir, "profile": config.profile, "guidance_scale": guidance_scale,
       "repeats": repeats, "parameters": model.count_params(),
       "forward_gflop_per_image": forward_flops / 1e9,
-      "guidance_sigma_interval": [config.sampler.guidance_min_sigma,
-                                  config.sampler.guidance_max_sigma],
+      "sampler": sampler.sampler,
+      "guidance_sigma_interval": [sampler.guidance_min_sigma, sampler.guidance_max_sigma],
       "machine_matmul_gflops": machine_rate / 1e9,
       "fresh_process": {key: fresh[key] for key in
                         ("tensorflow", "onednn", "load_seconds", "first_call_seconds",
@@ -236,7 +263,7 @@ def main(argv=None):
   parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 10, 100])
   parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--guidance", type=float, default=1.5)
+  parser.add_argument("--guidance", type=float, default=config_lib.DEFAULT_GUIDANCE_SCALE)
   parser.add_argument("--results-dir", default=RESULTS_DIR)
   args = parser.parse_args(argv)
   result = {"command": shlex.join(["python", "-m", "benchmarks.serving_latency", *argv]),

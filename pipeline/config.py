@@ -152,9 +152,9 @@ class SamplerConfig(_JsonMixin):
   max_steps: int = 1000
   max_batch: int = 256
   # The network runs on at most this many rows per call (samplers.chunked_network): big guided
-  # batches outgrow the CPU caches. 40-50 were fastest for 200 rows here (measured with two chunks
-  # in flight; chunks now run one at a time, still 51 vs 39-40 GFLOP/s; on run 11's network 40
-  # beat 100 and 200 rows, README "Serving latency"); None = one call per step.
+  # batches outgrew the CPU caches on the older networks (51 vs 39-40 GFLOP/s in chunks of 40).
+  # On run 11's network no limit from 20 to 200 rows wins clearly, so 40 stays and bounds the
+  # activations a big request holds (README "Serving latency"); None = one call per step.
   max_rows_per_call: Optional[int] = 40
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
 

@@ -66,6 +66,33 @@ def test_python_loop_sampler_matches_exported_sampler(exported_dir):
     assert np.abs(images[0] - images[1]).max() > 0.1  # the comparison is not between constants
 
 
+def test_python_loop_sampler_follows_the_exported_sampler_and_interval(tmp_path):
+  dpm_dir = str(tmp_path / "dpmpp_2m")
+  export.export_sampler(_seeded_unet(), _CONFIG.diffusion,
+                        dataclasses.replace(_CONFIG.sampler, sampler="dpmpp_2m",
+                                            guidance_min_sigma=0.5, guidance_max_sigma=20.0),
+                        dpm_dir)
+  sampler_config = serving_latency.exported_sampler_config(dpm_dir, _CONFIG.sampler)
+  assert (sampler_config.sampler, sampler_config.guidance_min_sigma,
+          sampler_config.guidance_max_sigma) == ("dpmpp_2m", 0.5, 20.0)
+  sampler = serving_latency.PythonLoopSampler(
+      export.restore_unet(dpm_dir, _CONFIG.unet), _CONFIG.diffusion, sampler_config)
+  labels = np.array([1, 4, 9], np.int32)
+  expected = tf.saved_model.load(dpm_dir).signatures["serving_default"](
+      labels=tf.constant(labels), guidance_scale=tf.constant(2.0),
+      num_steps=tf.constant(4), seed=tf.constant(2))["images_float"].numpy()
+  np.testing.assert_allclose(sampler.generate(labels, 4, 2.0, seed=2), expected, atol=1e-4)
+  ddim = serving_latency.PythonLoopSampler(
+      sampler.model, _CONFIG.diffusion, dataclasses.replace(sampler_config, sampler="ddim"))
+  assert np.abs(ddim.generate(labels, 4, 2.0, seed=2) - expected).max() > 1e-3  # not DDIM's math
+
+
+def test_python_loop_sampler_rejects_the_stochastic_sampler():
+  with pytest.raises(ValueError, match="ancestral"):
+    serving_latency.PythonLoopSampler(
+        _seeded_unet(), _CONFIG.diffusion, dataclasses.replace(_CONFIG.sampler, sampler="ancestral"))
+
+
 def test_restore_unet_rejects_another_profiles_network(exported_dir):
   with pytest.raises(ValueError, match="--profile"):
     export.restore_unet(exported_dir, config_lib.profile("cpu").unet)

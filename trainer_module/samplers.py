@@ -58,10 +58,11 @@ def chunk_layout(rows, max_rows: int):
 def chunked_network(model: Callable, max_rows: int) -> Callable:
   """`model`, called on the chunks of `chunk_layout(rows, max_rows)`, one at a time.
 
-  Same outputs, less time on a CPU for big batches: a guided request for 100 digits is 200 rows,
-  whose activations outgrow the caches; the same convolutions ran at 51 GFLOP/s on chunks of 40
-  instead of 39-40 on the whole batch here (README, "Serving latency"). Every row is computed
-  independently of the others (GroupNorm is per sample), so chunking changes no result.
+  Same outputs, bounded activations: a guided request for 100 digits is 200 rows. On the older,
+  wider networks the chunks also saved time (the same convolutions ran at 51 GFLOP/s on chunks of
+  40 instead of 39-40 on the whole batch); on run 11's network no chunk size wins clearly (README,
+  "Serving latency"). Every row is computed independently of the others (GroupNorm is per
+  sample), so chunking changes no result.
 
   One chunk at a time: two in flight ran 12% faster, but TensorFlow 2.16's oneDNN convolution is
   not safe to run twice at once in one graph (a first call segfaulted in
@@ -193,7 +194,7 @@ def sample(model: Callable, noise: tf.Tensor, labels: tf.Tensor, num_steps, guid
     pred_images = tf.clip_by_value(pred_images, -1.0, 1.0)
     pred_noises = (noisy_images - signal_rates * pred_images) / noise_rates
     if sampler == "dpmpp_2m":
-      next_noisy_images, log_snr_step = _dpmpp_2m_update(
+      next_noisy_images, log_snr_step = dpmpp_2m_update(
           step, num_steps, noisy_images, pred_images, previous_pred_images, previous_log_snr_step,
           signal_rates, noise_rates, next_signal_rates, next_noise_rates)
       return step + 1, next_noisy_images, pred_images, log_snr_step
@@ -221,7 +222,7 @@ def _log_snr(signal_rates, noise_rates):
   return tf.math.log(signal_rates) - tf.math.log(noise_rates)
 
 
-def _dpmpp_2m_update(step, num_steps, noisy_images, pred_images, previous_pred_images,
+def dpmpp_2m_update(step, num_steps, noisy_images, pred_images, previous_pred_images,
                      previous_log_snr_step, signal_rates, noise_rates, next_signal_rates,
                      next_noise_rates):
   """One DPM-Solver++(2M) step; returns (next noisy images, this step's log-SNR increment h).
