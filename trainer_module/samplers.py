@@ -223,8 +223,8 @@ def _log_snr(signal_rates, noise_rates):
 
 
 def dpmpp_2m_update(step, num_steps, noisy_images, pred_images, previous_pred_images,
-                     previous_log_snr_step, signal_rates, noise_rates, next_signal_rates,
-                     next_noise_rates):
+                    previous_log_snr_step, signal_rates, noise_rates, next_signal_rates,
+                    next_noise_rates):
   """One DPM-Solver++(2M) step; returns (next noisy images, this step's log-SNR increment h).
 
   x_next = (noise_next / noise) x - signal_next (exp(-h) - 1) D, with D the x0 estimate
