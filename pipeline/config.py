@@ -79,7 +79,8 @@ class UNetConfig(_JsonMixin):
   # Skip connections into the decoder: "every_layer" (DDPM/ADM: from the stem, every residual
   # block and every downsampling conv, so each level's decoder has res_blocks_per_level + 1
   # blocks) or "res_blocks" (only from the residual blocks: one decoder block fewer per level,
-  # 0.68x the FLOPs; as good after the same training time, README "Model experiments").
+  # 0.68x the FLOPs; as good after the same training time: docs/experiments.md, "Model
+  # experiments").
   decoder_skips: str = "res_blocks"
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
   # On the way up: "nearest" + a 3x3 conv, or "bilinear" with no conv (the following residual
@@ -97,8 +98,8 @@ class DiffusionConfig(_JsonMixin):
   # Cosine schedule over continuous diffusion time t in [0, 1], clamped so rates stay finite.
   min_signal_rate: float = 0.02
   max_signal_rate: float = 0.9995
-  # Min-SNR-gamma loss weighting; 0 = the plain v loss, which samples better here (README, "Model
-  # experiments": 89% vs 84% class agreement unguided after 500 steps).
+  # Min-SNR-gamma loss weighting; 0 = the plain v loss, which samples better here (89% vs 84%
+  # class agreement unguided after 500 steps: docs/experiments.md, "Model experiments").
   min_snr_gamma: float = 0.0
   label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
 
@@ -129,8 +130,9 @@ class ClassifierConfig(_JsonMixin):
 
 
 # What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance
-# 1.75 applied only at noise levels 1 <= sigma <= 5 (README, "Guidance interval [1, 5]" and "Run 9
-# at N=10,000": 1.75 meets both the 99% class agreement and the 3x Frechet targets; 2 until run 9).
+# 1.75 applied only at noise levels 1 <= sigma <= 5 (docs/experiments.md, "Guidance interval
+# [1, 5]" and "Run 9": 1.75 meets both the 99% class agreement and the 3x Frechet targets; 2 until
+# run 9).
 DEFAULT_NUM_STEPS = 20
 DEFAULT_GUIDANCE_SCALE = 1.75
 DEFAULT_GUIDANCE_MIN_SIGMA = 1.0
