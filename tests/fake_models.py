@@ -136,8 +136,10 @@ def _example(image: np.ndarray, label: int) -> bytes:
 
 
 def write_fake_examples(uri: str, num_train: int = 40, num_eval: int = 20, noise: float = 0.1,
-                        seed: int = 0) -> standard_artifacts.Examples:
-  """An Examples artifact like ExampleGen's: gzip TFRecords of noisy templates per split."""
+                        seed: int = 0,
+                        record_order_seed: Optional[int] = None) -> standard_artifacts.Examples:
+  """An Examples artifact like ExampleGen's: gzip TFRecords of noisy templates per split.
+  `record_order_seed` writes the same examples in a shuffled order, as ExampleGen may."""
   rng = np.random.default_rng(seed)
   templates = digit_templates()
   for split, count in (("train", num_train), ("eval", num_eval)):
@@ -146,6 +148,9 @@ def write_fake_examples(uri: str, num_train: int = 40, num_eval: int = 20, noise
     labels = np.arange(count) % NUM_CLASSES
     images = templates[labels] + noise * rng.standard_normal(templates[labels].shape)
     images = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.int64)
+    if record_order_seed is not None:
+      order = np.random.default_rng(record_order_seed).permutation(count)
+      images, labels = images[order], labels[order]
     path = os.path.join(split_dir, "data_tfrecord-00000-of-00001.gz")
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
       for image, label in zip(images, labels):

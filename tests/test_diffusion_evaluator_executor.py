@@ -3,7 +3,9 @@
 import json
 import os
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from tfx.components.evaluator import constants
 from tfx.types import standard_artifacts
 
@@ -178,6 +180,28 @@ def test_metrics_record_each_models_export_time_sampler_and_say_when_they_differ
   assert len(notes) == 1 and notes[0].startswith("ok: ") and "unknown, guidance at every step" in notes[0]
   with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
     assert "| sampler (fixed at export) | ddim, guidance at sigma >= 1 | unknown" in f.read()
+
+
+def test_read_split_does_not_depend_on_the_order_example_gen_wrote(tmp_path):
+  # ExampleGen reshuffles records as it writes them; subsets taken by position must not move.
+  as_written = fake_models.write_fake_examples(str(tmp_path / "a"), num_train=30, num_eval=20)
+  reshuffled = fake_models.write_fake_examples(str(tmp_path / "b"), num_train=30, num_eval=20,
+                                               record_order_seed=1)
+  raw_labels = [
+      [tf.train.Example.FromString(record).features.feature["label"].int64_list.value[0]
+       for record in tf.data.TFRecordDataset(
+           os.path.join(examples.uri, "Split-eval", "data_tfrecord-00000-of-00001.gz"),
+           compression_type="GZIP").as_numpy_iterator()]
+      for examples in (as_written, reshuffled)]
+  assert raw_labels[0] != raw_labels[1]
+  for split in ("train", "eval"):
+    for limit in (None, 7):
+      images_a, labels_a = executor.read_split([as_written], split, limit)
+      images_b, labels_b = executor.read_split([reshuffled], split, limit)
+      np.testing.assert_array_equal(images_a, images_b)
+      np.testing.assert_array_equal(labels_a, labels_b)
+      assert len(labels_a) == (limit or (30 if split == "train" else 20))
+      assert images_a.dtype == np.float32 and 0.0 <= images_a.min() and images_a.max() <= 1.0
 
 
 def test_component_wires_channels_and_config(fakes):

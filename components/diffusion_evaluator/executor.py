@@ -83,7 +83,8 @@ _EVALUATION_PROPERTIES = {
 
 def read_split(examples: List[types.Artifact], split: str,
                limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-  """The first `limit` (None = all) examples of a split: images [N, 28, 28, 1] in [0, 1], labels."""
+  """The first `limit` (None = all) examples of a split in content order: images [N, 28, 28, 1] in
+  [0, 1], labels."""
   return evaluation_lib.read_split_dir(artifact_utils.get_split_uri(examples, split), limit)
 
 
