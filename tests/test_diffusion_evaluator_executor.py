@@ -13,6 +13,7 @@ from components.diffusion_evaluator import DiffusionEvaluator
 from components.diffusion_evaluator import executor
 import fake_models  # tests/ is on sys.path: pytest's rootdir-relative import of test modules
 from pipeline.config import EvalConfig
+from pipeline.config import LABEL_KEY
 
 # Few images, few samples: the fakes agree with each other, so thresholds decide the outcome.
 # TFMA is off here (it costs tens of seconds a run); test_tfma_denoising_* turns it on.
@@ -188,7 +189,7 @@ def test_read_split_does_not_depend_on_the_order_example_gen_wrote(tmp_path):
   reshuffled = fake_models.write_fake_examples(str(tmp_path / "b"), num_train=30, num_eval=20,
                                                record_order_seed=1)
   raw_labels = [
-      [tf.train.Example.FromString(record).features.feature["label"].int64_list.value[0]
+      [tf.train.Example.FromString(record).features.feature[LABEL_KEY].int64_list.value[0]
        for record in tf.data.TFRecordDataset(
            os.path.join(examples.uri, "Split-eval", "data_tfrecord-00000-of-00001.gz"),
            compression_type="GZIP").as_numpy_iterator()]
