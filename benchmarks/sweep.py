@@ -48,6 +48,13 @@ EXPERIMENTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # Space-to-depth 2x2 stem: the network runs at 14 and 7, wider (forward_cost: 0.85x the time).
     "patch2": {"unet": {"channels": (64, 96), "patch_size": 2}},
     "patch2_2blocks": {"unet": {"channels": (64, 96), "patch_size": 2, "res_blocks_per_level": 2}},
+    # A third of the null-label examples: the conditional model (guidance 1) trains on 95% of them.
+    "dropout0.05": {"diffusion": {"label_dropout": 0.05}},
+    # Batch size at a fixed number of images: run with --train-steps scaled to keep steps x batch.
+    # The cpu profile trained batches of 64 until run 12 and 32 since run 13.
+    "batch64": {"train": {"batch_size": 64}},
+    "batch32": {"train": {"batch_size": 32}},
+    "batch16": {"train": {"batch_size": 16}},
     "eps": {"diffusion": {"prediction": "eps"}},
     # Runs 1-8's upsampling: nearest + a 3x3 conv (forward_cost: 1.19x the FLOPs of bilinear).
     "nearest_conv": {"unet": {"upsample": "nearest_conv"}},
@@ -94,24 +101,26 @@ def train_and_export(config: PipelineConfig, data_dir: str, work_dir: str) -> Di
   return {**summary, "parameters": trainer.model.count_params()}
 
 
-def score(model_dir: str, judge: evaluation.Judge, real: evaluation.RealData) -> Dict[str, Any]:
-  model = evaluation.DiffusionModel(model_dir, SWEEP_EVAL.batch_size)
+def score(model_dir: str, judge: evaluation.Judge, real: evaluation.RealData,
+          eval_config: EvalConfig = SWEEP_EVAL) -> Dict[str, Any]:
+  model = evaluation.DiffusionModel(model_dir, eval_config.batch_size)
   timings: Dict[str, float] = {}
-  denoising, curve = evaluation.denoising_metrics(model, real, SWEEP_EVAL, timings)
+  denoising, curve = evaluation.denoising_metrics(model, real, eval_config, timings)
   by_guidance = {}
   for guidance_scale in SWEEP_GUIDANCE:
     sampled, _ = evaluation.sampling_metrics(
-        model, judge, real, dataclasses.replace(SWEEP_EVAL, guidance_scale=guidance_scale), timings)
+        model, judge, real, dataclasses.replace(eval_config, guidance_scale=guidance_scale), timings)
     by_guidance[f"{guidance_scale:g}"] = {"agreement": sampled["class_agreement"]["overall"],
                                           "frechet_ratio": sampled["frechet"]["ratio"]}
   return {"psnr": denoising["psnr"], "mse": denoising["mse"],
+          "samples_per_class": eval_config.samples_per_class,
           "psnr_curve": {f"{point['sigma']:g}": point["psnr"] for point in curve},
           "guidance": by_guidance, "timings_s": timings}
 
 
 def run_experiment(name: str, train_steps: int, data_dir: str, work_root: str,
                    judge: evaluation.Judge, real: evaluation.RealData,
-                   command: str = "") -> Dict[str, Any]:
+                   command: str = "", eval_config: EvalConfig = SWEEP_EVAL) -> Dict[str, Any]:
   work_dir = os.path.join(work_root, f"{name}_steps{train_steps}")
   result_path = os.path.join(work_dir, "result.json")
   if os.path.exists(result_path):
@@ -120,7 +129,7 @@ def run_experiment(name: str, train_steps: int, data_dir: str, work_root: str,
   config = experiment_config(name, train_steps)
   start = time.perf_counter()
   training = train_and_export(config, data_dir, work_dir)
-  scores = score(os.path.join(work_dir, "model"), judge, real)
+  scores = score(os.path.join(work_dir, "model"), judge, real, eval_config)
   result = evaluation.json_safe({
       "name": name, "command": command, "changes": EXPERIMENTS[name], "train_steps": train_steps,
       "unet": config.unet.to_dict(), "diffusion": config.diffusion.to_dict(),
@@ -155,16 +164,21 @@ def main(argv=None):
   parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS), default=list(EXPERIMENTS))
   parser.add_argument("--work-dir", default=os.path.join("runs", "sweep"))
   parser.add_argument("--results-dir", default=RESULTS_DIR)
+  # More samples than SWEEP_EVAL's 30 per digit tell closer experiments apart (1,000 samples: a
+  # standard error of about 1 point at 90% agreement); such rows go to their own results file.
+  parser.add_argument("--samples-per-class", type=int, default=SWEEP_EVAL.samples_per_class)
+  parser.add_argument("--name", default="sweep", help="results file stem: <name>.json, <name>.md")
   args = parser.parse_args(argv)
+  eval_config = dataclasses.replace(SWEEP_EVAL, samples_per_class=args.samples_per_class)
 
-  judge = evaluation.Judge(saved_model_dir(args.classifier_dir), SWEEP_EVAL.batch_size)
+  judge = evaluation.Judge(saved_model_dir(args.classifier_dir), eval_config.batch_size)
   eval_images, _ = idx.load_split(args.data_dir, "t10k")
   train_images, _ = idx.load_split(args.data_dir, "train", max_examples=10_000)
   to_unit = lambda pixels: pixels[..., None].astype(np.float32) / 255.0  # noqa: E731
-  num_samples = SWEEP_EVAL.samples_per_class * 10
+  num_samples = eval_config.samples_per_class * 10
   real = evaluation.RealData.from_images(to_unit(eval_images), to_unit(train_images), judge,
-                                         num_samples, SWEEP_EVAL.seed)
-  path = os.path.join(args.results_dir, "sweep.json")
+                                         num_samples, eval_config.seed)
+  path = os.path.join(args.results_dir, f"{args.name}.json")
   results = {"experiments": []}
   if os.path.exists(path):
     with open(path) as f:
@@ -173,17 +187,19 @@ def main(argv=None):
     # The command that reproduces this experiment alone (each one is independent and seeded).
     command = (f"python -m benchmarks.sweep --classifier-dir {shlex.quote(args.classifier_dir)} "
                f"--train-steps {args.train_steps} --only {name}")
+    if args.samples_per_class != SWEEP_EVAL.samples_per_class:
+      command += f" --samples-per-class {args.samples_per_class} --name {shlex.quote(args.name)}"
     result = run_experiment(name, args.train_steps, args.data_dir, args.work_dir, judge, real,
-                            command)
+                            command, eval_config)
     results["experiments"] = [r for r in results["experiments"]
                               if (r["name"], r["train_steps"]) != (name, args.train_steps)]
     results["experiments"].append(result)
-    results.update({"machine": machine.describe(), "sweep_eval": SWEEP_EVAL.to_dict(),
+    results.update({"machine": machine.describe(), "sweep_eval": eval_config.to_dict(),
                     "guidance_scales": list(SWEEP_GUIDANCE)})
     os.makedirs(args.results_dir, exist_ok=True)
     with open(path, "w") as f:
       json.dump(results, f, indent=2)
-    with open(os.path.join(args.results_dir, "sweep.md"), "w") as f:
+    with open(os.path.join(args.results_dir, f"{args.name}.md"), "w") as f:
       f.write(markdown_table(results))
     print(markdown_table(results), flush=True)
 
