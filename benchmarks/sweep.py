@@ -49,7 +49,8 @@ EXPERIMENTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "patch2": {"unet": {"channels": (64, 96), "patch_size": 2}},
     "patch2_2blocks": {"unet": {"channels": (64, 96), "patch_size": 2, "res_blocks_per_level": 2}},
     # A third of the null-label examples: the conditional model (guidance 1) trains on 95% of them.
-    "dropout0.05": {"diffusion": {"label_dropout": 0.05}},
+    # Measured against batches of 64 (the profile then), so it keeps them.
+    "dropout0.05": {"diffusion": {"label_dropout": 0.05}, "train": {"batch_size": 64}},
     # Batch size at a fixed number of images: run with --train-steps scaled to keep steps x batch.
     # The cpu profile trained batches of 64 until run 12 and 32 since run 13.
     "batch64": {"train": {"batch_size": 64}},
@@ -133,6 +134,7 @@ def run_experiment(name: str, train_steps: int, data_dir: str, work_root: str,
   result = evaluation.json_safe({
       "name": name, "command": command, "changes": EXPERIMENTS[name], "train_steps": train_steps,
       "unet": config.unet.to_dict(), "diffusion": config.diffusion.to_dict(),
+      "train": config.train.to_dict(),
       "sampler": config.sampler.to_dict(),
       "training": training, **scores, "wall_s": round(time.perf_counter() - start, 1)})
   with open(result_path, "w") as f:
