@@ -108,7 +108,8 @@ class DiffusionConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
   """The diffusion training loop (trainer_module/train.py)."""
   # Batches of 32 rather than 64: twice the updates for the same images and time, better on
-  # every metric after the same 44,800 images (docs/experiments.md, "Batch size and label dropout"; README "Run 13").
+  # every metric after the same 44,800 images (docs/experiments.md, "Batch size and label
+  # dropout"; README "Run 13").
   batch_size: int = 32
   train_steps: int = 7200  # 230,400 images, as run 11's 3,600 steps of 64
   learning_rate: float = 2e-3
