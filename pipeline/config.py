@@ -102,6 +102,12 @@ class DiffusionConfig(_JsonMixin):
   # class agreement unguided after 500 steps: docs/experiments.md, "Model experiments").
   min_snr_gamma: float = 0.0
   label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
+  # How training draws diffusion times (schedule.sample_training_times): "uniform" in t, or
+  # "lognormal": ln(noise_rate / signal_rate) ~ N(log_sigma_mean, log_sigma_std), EDM's (Karras et
+  # al. 2022) -1.2 / 1.2 by default, which trains more at the middle noise levels.
+  training_times: str = "uniform"
+  log_sigma_mean: float = -1.2
+  log_sigma_std: float = 1.2
 
 
 @dataclasses.dataclass(frozen=True)

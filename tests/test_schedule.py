@@ -138,3 +138,38 @@ def test_invalid_prediction_type_raises():
     schedule_lib.split_prediction(ones, ones, ones, ones, "x0")
   with pytest.raises(ValueError, match="x0"):
     schedule_lib.training_target(ones, ones, ones, ones, "x0")
+
+
+def _training_sigmas(distribution, num=20_000, **kwargs):
+  rng = tf.random.Generator.from_seed(0)
+  times = schedule_lib.sample_training_times(rng, num, _SCHEDULE, distribution, **kwargs)
+  assert times.shape == (num,)
+  times = times.numpy()
+  assert np.all((times >= 0.0) & (times <= 1.0))
+  signal_rates, noise_rates = _SCHEDULE.rates(tf.constant(times))
+  return times, (noise_rates / signal_rates).numpy()
+
+
+def test_uniform_training_times_cover_the_unit_interval_evenly():
+  times, _ = _training_sigmas("uniform")
+  np.testing.assert_allclose(np.histogram(times, bins=4, range=(0, 1))[0] / len(times), 0.25,
+                             atol=0.02)
+
+
+@pytest.mark.parametrize("mean,std", [(-1.2, 1.2), (-0.4, 1.4)])
+def test_lognormal_training_times_give_lognormal_noise_levels(mean, std):
+  _, sigmas = _training_sigmas("lognormal", log_sigma_mean=mean, log_sigma_std=std)
+  # Inside the schedule's range (sigma 0.03 to 50) ln(sigma) keeps its mean-centred quantiles.
+  np.testing.assert_allclose(np.median(np.log(sigmas)), mean, atol=0.05)
+  quartiles = np.percentile(np.log(sigmas), [25, 75])
+  np.testing.assert_allclose(quartiles, [mean - 0.674 * std, mean + 0.674 * std], atol=0.06)
+
+
+def test_lognormal_training_times_spend_more_steps_near_the_denoising_level_than_uniform():
+  near = lambda sigmas: np.mean((sigmas > 0.2) & (sigmas < 0.8))  # noqa: E731
+  assert near(_training_sigmas("lognormal")[1]) > near(_training_sigmas("uniform")[1]) + 0.05
+
+
+def test_unknown_training_time_distribution_raises():
+  with pytest.raises(ValueError, match="logit"):
+    schedule_lib.sample_training_times(tf.random.Generator.from_seed(0), 2, _SCHEDULE, "logit")

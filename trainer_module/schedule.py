@@ -38,6 +38,27 @@ class CosineSchedule:
     return tf.clip_by_value(times, 0.0, 1.0)
 
 
+TRAINING_TIME_DISTRIBUTIONS = ("uniform", "lognormal")
+
+
+def sample_training_times(rng: tf.random.Generator, batch_size, schedule: CosineSchedule,
+                          distribution: str = "uniform", log_sigma_mean: float = -1.2,
+                          log_sigma_std: float = 1.2) -> tf.Tensor:
+  """Diffusion times [batch_size] in [0, 1] for one training batch.
+
+  "uniform": t ~ U(0, 1), i.e. the cosine schedule's angle is uniform. "lognormal": the noise
+  level sigma = noise_rate / signal_rate is log-normal (EDM), mapped back to t; levels beyond the
+  schedule's ends are clamped to them.
+  """
+  if distribution == "uniform":
+    return rng.uniform([batch_size])
+  if distribution == "lognormal":
+    sigmas = tf.exp(log_sigma_mean + log_sigma_std * rng.normal([batch_size]))
+    return schedule.time_at_noise_ratio(sigmas)
+  raise ValueError(f"Unknown training time distribution {distribution!r}; "
+                   f"expected one of {TRAINING_TIME_DISTRIBUTIONS}")
+
+
 def signal_to_noise(signal_rates: tf.Tensor, noise_rates: tf.Tensor) -> tf.Tensor:
   return tf.square(signal_rates) / tf.square(noise_rates)
 

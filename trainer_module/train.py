@@ -104,12 +104,14 @@ class DiffusionTrainer(tf.Module):
                                optimizer=self.optimizer, step=self.step, rng=self.rng)
 
   def loss(self, images, labels, training=True):
-    """Min-SNR weighted MSE on the chosen target at uniformly drawn diffusion times."""
+    """Min-SNR weighted MSE on the chosen target at diffusion times drawn as configured."""
     diffusion = self.config.diffusion
     batch_size = tf.shape(images)[0]
     dropped = self.rng.uniform([batch_size]) < diffusion.label_dropout
     labels = tf.where(dropped, tf.fill([batch_size], NUM_CLASSES), labels)
-    diffusion_times = self.rng.uniform([batch_size])
+    diffusion_times = schedule_lib.sample_training_times(
+        self.rng, batch_size, self.schedule, diffusion.training_times, diffusion.log_sigma_mean,
+        diffusion.log_sigma_std)
     noises = self.rng.normal(tf.shape(images))
     signal_rates, noise_rates = self.schedule.rates(diffusion_times[:, None, None, None])
     noisy_images = schedule_lib.add_noise(images, noises, signal_rates, noise_rates)
