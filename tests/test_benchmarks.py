@@ -18,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import denoise_clipping  # noqa: E402
 from benchmarks import forward_cost  # noqa: E402
+from benchmarks import judge  # noqa: E402
 from benchmarks import machine  # noqa: E402
 from benchmarks import quality  # noqa: E402
 from benchmarks import serving_latency  # noqa: E402
@@ -263,6 +264,17 @@ def test_sweep_skips_finished_experiments_and_tabulates_them(tmp_path):
   assert result == finished
   table = sweep.markdown_table({"experiments": [result]})
   assert "| baseline | 1,000 | 12 | 50.0 | 21.50 | 90.0% | 95.0% | 1.50 | 1.20 |" in table
+
+
+def test_judge_trains_and_exports_the_classifier_signature(tmp_path):
+  config = dataclasses.replace(config_lib.profile("smoke").classifier, train_steps=2, batch_size=8)
+  results = judge.train_judge(config_lib.EMBEDDED_MNIST_DIR, str(tmp_path), config)
+  assert 0.0 <= results["eval_accuracy"] <= 1.0
+  outputs = tf.saved_model.load(str(tmp_path)).signatures["serving_default"](
+      images=tf.zeros([3, 28, 28, 1]))
+  assert outputs["probabilities"].shape == (3, 10)
+  assert outputs["features"].shape == (3, config.feature_dim)
+  assert json.loads((tmp_path / "classifier_eval.json").read_text()) == results
 
 
 def test_forward_cost_writes_the_cost_of_each_network(tmp_path, monkeypatch, capsys):
