@@ -143,8 +143,8 @@ class ClassifierConfig(_JsonMixin):
 
 # What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance
 # 1.75 applied only at noise levels 1 <= sigma <= 5 (docs/experiments.md, "Guidance interval
-# [1, 5]" and "Run 9": 1.75 keeps class agreement >= 99%; 2 until run 9. Run 13's weights come
-# closer to the test images at 1.5, but under 99%: README "Run 13").
+# [1, 5]" and "Run 9": 1.75 keeps class agreement >= 99%; 2 until run 9. Runs 13 and 15 come
+# closer to the test images at 1.5 and 1.6, but under 99%: README "Run 13", "Run 15").
 DEFAULT_NUM_STEPS = 20
 DEFAULT_GUIDANCE_SCALE = 1.75
 DEFAULT_GUIDANCE_MIN_SIGMA = 1.0
