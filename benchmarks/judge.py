@@ -14,31 +14,19 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from components.mnist_example_gen import idx  # noqa: E402
+from benchmarks import sweep  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline.config import ClassifierConfig  # noqa: E402
 from trainer_module import classifier  # noqa: E402
-from trainer_module import transform  # noqa: E402
-
-
-def idx_dataset(data_dir: str, split: str, config: ClassifierConfig, repeat: bool) -> tf.data.Dataset:
-  """Batches of (images in [-1, 1] [B, 28, 28, 1], labels int32 [B]) from one idx split."""
-  images, labels = idx.load_split(data_dir, split)
-  dataset = tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int32)))
-  if repeat:
-    dataset = dataset.shuffle(len(labels), seed=config.seed).repeat()
-  return (dataset.map(lambda image, label: (transform.scale_pixels(image), label))
-          .batch(config.batch_size).prefetch(2))
 
 
 def train_judge(data_dir: str, out_dir: str, config: ClassifierConfig) -> dict:
   """Trains, exports the classifier SavedModel to `out_dir` and returns its test accuracy."""
   model, results = classifier.train_classifier(
-      config, idx_dataset(data_dir, "train", config, repeat=True),
-      idx_dataset(data_dir, "t10k", config, repeat=False))
+      config, sweep.idx_dataset(data_dir, "train", config.batch_size, shuffle_seed=config.seed),
+      sweep.idx_dataset(data_dir, "t10k", config.batch_size))
   module = classifier.ClassifierModule(model)
   tf.saved_model.save(module, out_dir,
                       signatures={"serving_default": module.serving_default.get_concrete_function()})

@@ -21,7 +21,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Dict, Mapping  # noqa: E402
+from typing import Any, Dict, Mapping, Optional  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -99,13 +99,24 @@ def experiment_config(name: str, train_steps: int) -> PipelineConfig:
                              sampler=dataclasses.replace(config.sampler, **SWEEP_SAMPLER_FIELDS))
 
 
-def mnist_dataset(data_dir: str, config: PipelineConfig) -> tf.data.Dataset:
-  """Shuffled, repeated batches of (images in [-1, 1] [B, 28, 28, 1], labels int32 [B])."""
-  images, labels = idx.load_split(data_dir, "train")
+def idx_dataset(data_dir: str, split: str, batch_size: int, shuffle_seed: Optional[int] = None,
+                shuffle_buffer: Optional[int] = None) -> tf.data.Dataset:
+  """Batches of (images in [-1, 1] [B, 28, 28, 1], labels int32 [B]) of one idx split, scaled as
+  the Transform scales them: one pass in file order, or with `shuffle_seed` shuffled (by
+  `shuffle_buffer`, default the whole split) and repeated."""
+  images, labels = idx.load_split(data_dir, split)
   dataset = tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int32)))
-  return (dataset.shuffle(config.train.shuffle_buffer, seed=config.train.seed).repeat()
-          .map(lambda image, label: (transform.scale_pixels(image), label))
-          .batch(config.train.batch_size, drop_remainder=True).prefetch(2))
+  shuffled = shuffle_seed is not None
+  if shuffled:
+    dataset = dataset.shuffle(shuffle_buffer or len(labels), seed=shuffle_seed).repeat()
+  return (dataset.map(lambda image, label: (transform.scale_pixels(image), label))
+          .batch(batch_size, drop_remainder=shuffled).prefetch(2))
+
+
+def mnist_dataset(data_dir: str, config: PipelineConfig) -> tf.data.Dataset:
+  """The training split as the sweep trains on it: shuffled, repeated batches of the profile's size."""
+  return idx_dataset(data_dir, "train", config.train.batch_size, config.train.seed,
+                     config.train.shuffle_buffer)
 
 
 def train_and_export(config: PipelineConfig, data_dir: str, work_dir: str) -> Dict[str, Any]:
