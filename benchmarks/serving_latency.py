@@ -8,7 +8,9 @@ The baseline is the usual tutorial loop: a Python `for` over steps, each an eage
 U-Net (built from --profile, weights restored from the SavedModel), with the math of the sampler
 and guidance interval the model was exported with (DDIM or DPM-Solver++(2M)). Its timing leaves
 out drawing the initial noise, which only flatters the baseline.
-Writes benchmarks/results/serving_latency.json and prints a markdown table.
+--max-rows-per-call N (or none) times the same weights re-exported with another chunk limit
+(SamplerConfig.max_rows_per_call). Writes benchmarks/results/serving_latency.json and prints a
+markdown table.
 """
 
 from pipeline import keras_env  # noqa: F401  (before TensorFlow)
@@ -20,6 +22,7 @@ import os  # noqa: E402
 import shlex  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import textwrap  # noqa: E402
 import time  # noqa: E402
 from typing import List, Optional, Sequence  # noqa: E402
@@ -28,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
+from benchmarks import quality  # noqa: E402
 from components.diffusion_evaluator import evaluation  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from trainer_module import flops  # noqa: E402
@@ -249,6 +253,19 @@ def markdown_table(result: dict) -> str:
   return "\n".join(lines)
 
 
+def _rows_limit(text: str) -> int:
+  """--max-rows-per-call: a positive number, or 'none' (returned as 0) for no limit."""
+  if text.lower() == "none":
+    return 0
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive number of rows or 'none', got {text!r}")
+  return value
+
+
 def _met(value: Optional[bool]) -> str:
   return "not measured" if value is None else ("met" if value else "NOT met")
 
@@ -264,12 +281,24 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--guidance", type=float, default=config_lib.DEFAULT_GUIDANCE_SCALE)
+  parser.add_argument("--max-rows-per-call", type=_rows_limit, default=None, metavar="ROWS",
+                      help="re-export the model's weights with this SamplerConfig."
+                           "max_rows_per_call first (a number, or 'none' for one call per step)")
   parser.add_argument("--results-dir", default=RESULTS_DIR)
   args = parser.parse_args(argv)
-  result = {"command": shlex.join(["python", "-m", "benchmarks.serving_latency", *argv]),
-            "machine": machine.describe(),
-            **measure(args.model_dir, config_lib.profile(args.profile), args.batch_sizes,
-                      args.steps, args.repeats, args.guidance)}
+  config = config_lib.profile(args.profile)
+  with tempfile.TemporaryDirectory() as scratch:
+    model_dir = args.model_dir
+    if args.max_rows_per_call is not None:
+      limit = args.max_rows_per_call or None
+      model_dir = quality.reexport_with_sampler(model_dir, config, os.path.join(scratch, "1"),
+                                                max_rows_per_call=limit)
+    result = {"command": shlex.join(["python", "-m", "benchmarks.serving_latency", *argv]),
+              "machine": machine.describe(),
+              **measure(model_dir, config, args.batch_sizes, args.steps, args.repeats,
+                        args.guidance)}
+    if args.max_rows_per_call is not None:
+      result["model_dir"] = f"{args.model_dir} (re-exported with max_rows_per_call={limit})"
   os.makedirs(args.results_dir, exist_ok=True)
   path = os.path.join(args.results_dir, RESULT_FILE_NAME)
   with open(path, "w") as f:

@@ -135,6 +135,20 @@ def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, caps
   assert "| batch | steps |" in capsys.readouterr().out
 
 
+def test_serving_latency_reexports_with_another_chunk_limit(exported_dir, tmp_path, monkeypatch):
+  monkeypatch.setattr(flops, "matmul_flops_per_second", lambda: 1e10)
+  serving_latency.main(["--model-dir", exported_dir, "--profile", "smoke", "--batch-sizes", "2",
+                        "--steps", "1", "--repeats", "1", "--max-rows-per-call", "none",
+                        "--results-dir", str(tmp_path)])
+  with open(tmp_path / serving_latency.RESULT_FILE_NAME) as f:
+    result = json.load(f)
+  assert result["model_dir"] == f"{exported_dir} (re-exported with max_rows_per_call=None)"
+  assert [(r["batch_size"], r["num_steps"]) for r in result["rows"]] == [(2, 1)]
+  for bad in ("0", "-3", "many"):
+    with pytest.raises(SystemExit):
+      serving_latency.main(["--model-dir", exported_dir, "--max-rows-per-call", bad])
+
+
 def test_quality_writes_results(exported_dir, fakes, tmp_path):
   quality.main(["--model-dir", exported_dir, "--classifier-dir", fakes["classifier"],
                 "--examples-dir", fakes["examples"], "--profile", "smoke",

@@ -11,11 +11,16 @@ import math
 
 import tensorflow as tf
 
+from pipeline.config import DiffusionConfig
+
+# The defaults below (the schedule's ends, how training draws times) are the profile's.
+_DIFFUSION_DEFAULTS = DiffusionConfig()
+
 
 @dataclasses.dataclass(frozen=True)
 class CosineSchedule:
-  min_signal_rate: float = 0.02
-  max_signal_rate: float = 0.9995
+  min_signal_rate: float = _DIFFUSION_DEFAULTS.min_signal_rate
+  max_signal_rate: float = _DIFFUSION_DEFAULTS.max_signal_rate
 
   @property
   def start_angle(self) -> float:
@@ -42,8 +47,9 @@ TRAINING_TIME_DISTRIBUTIONS = ("uniform", "lognormal")
 
 
 def sample_training_times(rng: tf.random.Generator, batch_size, schedule: CosineSchedule,
-                          distribution: str = "uniform", log_sigma_mean: float = -1.2,
-                          log_sigma_std: float = 1.2) -> tf.Tensor:
+                          distribution: str = _DIFFUSION_DEFAULTS.training_times,
+                          log_sigma_mean: float = _DIFFUSION_DEFAULTS.log_sigma_mean,
+                          log_sigma_std: float = _DIFFUSION_DEFAULTS.log_sigma_std) -> tf.Tensor:
   """Diffusion times [batch_size] in [0, 1] for one training batch.
 
   "uniform": t ~ U(0, 1), i.e. the cosine schedule's angle is uniform. "lognormal": the noise
