@@ -90,11 +90,11 @@ def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: Eval
   num_samples = NUM_CLASSES * config.samples_per_class
   data_timings: Dict[str, float] = {}
   with evaluation.timed("reading data and the real-vs-real floor", data_timings, "real_data"):
-    eval_images, _ = evaluation.read_split_dir(os.path.join(examples_dir, "Split-eval"))
+    eval_images, eval_labels = evaluation.read_split_dir(os.path.join(examples_dir, "Split-eval"))
     train_images, _ = evaluation.read_split_dir(os.path.join(examples_dir, "Split-train"),
                                                 limit=num_samples)
     real = evaluation.RealData.from_images(eval_images, train_images, judge, num_samples,
-                                           config.seed)
+                                           config.seed, eval_labels)
   model = evaluation.DiffusionModel(model_dir, config.batch_size)
   sampler = model.sampler
   name = name or sampler
@@ -138,7 +138,7 @@ def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: Eval
       "reference": metrics_lib.REFERENCE_DENOISING,
       "denoising": denoising, "denoising_curve": curve, "denoising_timings_s": denoising_timings,
       "real_floor": {"num_images": real.num_images, "frechet": real.frechet_floor,
-                     "kid": real.kid_floor},
+                     "kid": real.kid_floor, "judge_accuracy": real.judge_accuracy},
       "combinations": combinations,
       "total_wall_s": round(time.perf_counter() - start, 3),
   })
@@ -146,6 +146,14 @@ def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: Eval
 
 def _num(value: Optional[float], digits: int) -> str:
   return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _judge_accuracy_text(accuracy: Optional[Dict[str, Any]]) -> str:
+  """The agreement counterpart of the floor, for results that recorded it."""
+  if not accuracy:
+    return ""
+  return (f" The judge labels {100 * accuracy['overall']:.2f}% of those eval images as their true"
+          f" digit: the agreement of samples as varied as real digits.")
 
 
 def render_markdown(result: Dict[str, Any]) -> str:
@@ -171,7 +179,8 @@ def render_markdown(result: Dict[str, Any]) -> str:
   lines += [
       f"## Guided samples ({config['samples_per_class']} per digit)", "",
       f"Real-vs-real floor (train vs eval, {floor['num_images']} images each, judge features): "
-      f"Frechet {_num(floor['frechet'], 3)}, KID {_num(floor['kid'], 4)}.", "",
+      f"Frechet {_num(floor['frechet'], 3)}, KID {_num(floor['kid'], 4)}."
+      + _judge_accuracy_text(floor.get("judge_accuracy")), "",
       "| steps | guidance | class agreement | Frechet | Frechet / floor | KID | sampling (s) "
       "| wall (s) | grid |",
       "|---|---|---|---|---|---|---|---|---|",

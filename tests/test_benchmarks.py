@@ -162,7 +162,8 @@ def test_quality_writes_results(exported_dir, fakes, tmp_path):
   assert result["data"]["num_eval_images"] == 20
   assert result["denoising"]["sigma"] == 0.4 and result["denoising"]["num_images"] == 20
   assert [p["sigma"] for p in result["denoising_curve"]] == list(_CONFIG.eval.denoise_curve_sigmas)
-  assert set(result["real_floor"]) == {"num_images", "frechet", "kid"}
+  assert set(result["real_floor"]) == {"num_images", "frechet", "kid", "judge_accuracy"}
+  assert result["real_floor"]["judge_accuracy"]["num_samples"] == 20  # the floor's eval images
   assert [(c["num_steps"], c["guidance_scale"]) for c in result["combinations"]] == [
       (2, 0.0), (2, 1.5)]
   for combo in result["combinations"]:
@@ -174,6 +175,7 @@ def test_quality_writes_results(exported_dir, fakes, tmp_path):
   with open(tmp_path / "quality_ddim.md") as f:
     markdown = f.read()
   assert "| steps | guidance | class agreement |" in markdown
+  assert "The judge labels" in markdown and "% of those eval images as their true digit" in markdown
   assert "quality_ddim/steps2_guidance1.5.png" in markdown
 
 

@@ -79,7 +79,7 @@ def test_blessed_run_writes_all_outputs(tmp_path, fakes):
                           "models", "data"}
   candidate = results["candidate"]
   assert set(candidate) == {"denoising", "denoising_curve", "sampling", "class_agreement",
-                            "frechet", "timings_s"}
+                            "judge_accuracy_on_eval", "frechet", "timings_s"}
   denoising = candidate["denoising"]
   assert denoising["num_images"] == 20 and denoising["sigma"] == 0.4
   assert 0.0 < denoising["mse"] < 0.2
@@ -92,6 +92,9 @@ def test_blessed_run_writes_all_outputs(tmp_path, fakes):
   agreement = candidate["class_agreement"]
   assert agreement["overall"] == 1.0 and agreement["num_samples"] == 30
   assert agreement["per_class"] == [1.0] * 10
+  # The judge on the floor's real eval images, against their true labels: the fakes agree.
+  judge_accuracy = candidate["judge_accuracy_on_eval"]
+  assert judge_accuracy["overall"] == 1.0 and judge_accuracy["num_samples"] == 20
   frechet = candidate["frechet"]
   assert frechet["num_images"] == 20  # capped by the 20 eval images
   assert frechet["distance"] >= 0.0 and frechet["real_floor"] > 0.0
@@ -112,6 +115,7 @@ def test_blessed_run_writes_all_outputs(tmp_path, fakes):
   with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
     markdown = f.read()
   assert "**BLESSED**" in markdown and "21.92" in markdown and "sample_grid.png" in markdown
+  assert "| judge on real eval images (1.000 overall) |" in markdown
 
 
 def test_tfma_denoising_writes_per_digit_slices_equal_to_the_numpy_numbers(tmp_path, fakes):

@@ -163,21 +163,31 @@ class RealData:
   """Eval-split images and what every model is compared against (computed once, shared)."""
 
   def __init__(self, eval_images: np.ndarray, eval_features: np.ndarray,
-               train_features: np.ndarray, seed: int):
+               train_features: np.ndarray, seed: int,
+               judge_accuracy: Optional[Dict[str, Any]] = None):
     self.eval_images = eval_images
     self.eval_features = eval_features  # judge features of `num_images` eval images
     self.num_images = len(eval_features)
     self.frechet_floor = metrics_lib.frechet_distance(train_features, eval_features)
     self.kid_floor = metrics_lib.kernel_inception_distance(train_features, eval_features, seed=seed)
+    # The agreement counterpart of the floor: the share of those eval images the judge labels
+    # as their true class, what samples as varied as real digits would score (None: no labels).
+    self.judge_accuracy = judge_accuracy
 
   @classmethod
   def from_images(cls, eval_images: np.ndarray, train_images: np.ndarray, judge: JudgeFn,
-                  num_samples: int, seed: int) -> "RealData":
-    """Real-vs-real floor: as many train images as samples, against as many eval images."""
+                  num_samples: int, seed: int,
+                  eval_labels: Optional[np.ndarray] = None) -> "RealData":
+    """Real-vs-real floor: as many train images as samples, against as many eval images; with
+    `eval_labels`, also the judge's accuracy on those eval images."""
     num_fid = min(num_samples, len(eval_images), len(train_images))
-    eval_features = judge(eval_images[pick(num_fid, len(eval_images), seed)])[1]
+    picked_eval = pick(num_fid, len(eval_images), seed)
+    eval_predicted, eval_features = judge(eval_images[picked_eval])
     train_features = judge(train_images[pick(num_fid, len(train_images), seed)])[1]
-    return cls(eval_images, eval_features, train_features, seed)
+    judge_accuracy = None
+    if eval_labels is not None:
+      judge_accuracy = metrics_lib.class_agreement(eval_predicted, eval_labels[picked_eval])
+    return cls(eval_images, eval_features, train_features, seed, judge_accuracy)
 
 
 def pick(count: int, available: int, seed: int) -> np.ndarray:
@@ -247,6 +257,7 @@ def sampling_metrics(model: DiffusionModel, judge: JudgeFn, real: RealData, conf
           "seed": config.seed,
       },
       "class_agreement": agreement,
+      "judge_accuracy_on_eval": real.judge_accuracy,
       "frechet": {
           "num_images": real.num_images,
           "distance": frechet,

@@ -14,6 +14,8 @@ metrics.json:
     sampling         {samples_per_class, num_samples, num_steps, guidance_scale, batch_size, seed,
                       sampler, guidance_sigma_interval}  the last two fixed at export
     class_agreement  {overall, per_class: [10 shares, None if no sample], num_samples}
+    judge_accuracy_on_eval  the same for the judge on the real eval images of the Frechet
+                     floor (their true labels): what samples as varied as real digits would score
     frechet          {num_images, distance, real_floor, ratio, kid, kid_real_floor}
     tfma_denoising   {sigma, num_images, overall: {mse, rmse, psnr, num_images},
                       per_class: {"0".."9": {mse, rmse, psnr, num_images}}, output_path}
@@ -164,7 +166,7 @@ class Executor(base_executor.BaseExecutor):
       eval_images, eval_labels = read_split(examples, "eval")
       train_images, _ = read_split(examples, "train", limit=num_samples)
       real = evaluation_lib.RealData.from_images(eval_images, train_images, judge, num_samples,
-                                                 config.seed)
+                                                 config.seed, eval_labels)
     logging.info("DiffusionEvaluator: %d eval images, %d images per side for Frechet distance",
                  len(eval_images), real.num_images)
 

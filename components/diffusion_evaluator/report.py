@@ -53,6 +53,14 @@ def _model_columns(metrics: Mapping[str, Any]) -> Sequence[str]:
   return ["candidate"] + (["baseline"] if metrics.get("baseline") else [])
 
 
+def _judge_accuracy_rows(accuracy: Optional[Mapping[str, Any]]) -> List[str]:
+  """The judge on real eval images: what samples as varied as real digits would score."""
+  if not accuracy:
+    return []
+  return [f"| judge on real eval images ({_num(accuracy['overall'], 3)} overall) | "
+          + " | ".join(_num(share, 2) for share in accuracy["per_class"]) + " |"]
+
+
 def _tfma_denoising_lines(tfma: Optional[Mapping[str, Any]]) -> List[str]:
   """The candidate's TFMA denoising numbers per digit slice (nothing when TFMA was off)."""
   if not tfma:
@@ -134,6 +142,7 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
       "| digit | " + " | ".join(str(digit) for digit in range(len(agreement["per_class"]))) + " |",
       "|---|" + "---|" * len(agreement["per_class"]),
       "| agreement | " + " | ".join(_num(share, 2) for share in agreement["per_class"]) + " |",
+      *_judge_accuracy_rows(metrics["candidate"].get("judge_accuracy_on_eval")),
       "",
       "![samples: one row per digit](sample_grid.png)",
       "",
