@@ -132,12 +132,21 @@ class TrainConfig(_JsonMixin):
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierConfig(_JsonMixin):
-  """The judge classifier (trainer_module/classifier.py)."""
+  """The judge classifier (trainer_module/classifier.py).
+
+  Class agreement is only as meaningful as the judge is accurate on real digits: runs 1-15's
+  judge (one conv per level, no dropout, 900 steps) labelled 98.85% of the test digits right, so
+  issue 3's 99% asked samples to be more classifiable than real digits, which only stronger
+  guidance, and so less varied samples, gave. This one labels 99.50% right (docs/experiments.md,
+  "A judge as accurate as the target").
+  """
   filters: Tuple[int, ...] = (32, 64)
+  convs_per_level: int = 2  # 3x3 convs before each 2x2 max-pool
+  dropout: float = 0.25  # before and after the feature layer, in training only
   feature_dim: int = 128  # penultimate layer: the features Frechet distance is computed on
   batch_size: int = 128
-  train_steps: int = 900
-  learning_rate: float = 2e-3
+  train_steps: int = 2400
+  learning_rate: float = 2e-3  # peak; cosine-decayed to 0 at train_steps
   seed: int = 0
 
 

@@ -61,3 +61,24 @@ def test_classifier_module_tracks_the_model_variables(model):
   module = classifier.ClassifierModule(model)
   assert len(module.model_variables) == len(model.variables)
   assert {id(v) for v in module.trainable_variables} == {id(v) for v in model.trainable_variables}
+
+
+def test_convs_per_level_stacks_that_many_convs_before_each_pool():
+  config = ClassifierConfig(filters=(4, 8), convs_per_level=3, dropout=0.0, feature_dim=16)
+  layers = classifier.build_classifier(config).layers
+  conv_widths = [layer.filters for layer in layers if layer.__class__.__name__ == "Conv2D"]
+  assert conv_widths == [4, 4, 4, 8, 8, 8]
+
+
+def test_dropout_acts_in_training_only_and_never_on_the_features():
+  config = ClassifierConfig(filters=(4, 8), feature_dim=16, dropout=0.5)
+  tf.keras.utils.set_random_seed(0)
+  model = classifier.build_classifier(config)
+  images = _unit_images(4, seed=2) * 2.0 - 1.0
+  module = classifier.ClassifierModule(model)  # held: tf.function methods hold `self` weakly
+  served = module.serving_default(_unit_images(4, seed=2))
+  logits, features = model(images, training=False)
+  np.testing.assert_allclose(served["logits"].numpy(), logits.numpy(), atol=1e-5)
+  trained_logits, _ = model(images, training=True)
+  assert not np.allclose(trained_logits.numpy(), logits.numpy())
+  assert features.shape == (4, 16)

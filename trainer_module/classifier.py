@@ -22,11 +22,16 @@ def build_classifier(config: ClassifierConfig) -> keras.Model:
   images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="images")
   x = images
   for filters in config.filters:
-    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    for _ in range(config.convs_per_level):
+      x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling2D()(x)
   x = keras.layers.Flatten()(x)
+  if config.dropout:
+    x = keras.layers.Dropout(config.dropout)(x)
   features = keras.layers.Dense(config.feature_dim, activation="relu", name="features")(x)
-  logits = keras.layers.Dense(NUM_CLASSES, name="logits")(features)
+  # Frechet distance reads `features` itself; dropout acts only on the way to the logits.
+  head_input = keras.layers.Dropout(config.dropout)(features) if config.dropout else features
+  logits = keras.layers.Dense(NUM_CLASSES, name="logits")(head_input)
   return keras.Model(images, [logits, features], name="classifier")
 
 
@@ -50,7 +55,8 @@ def train_classifier(config: ClassifierConfig, train_dataset, eval_dataset=None)
   model = build_classifier(config)
   logits_only = keras.Model(model.input, model.output[0])
   logits_only.compile(
-      optimizer=keras.optimizers.Adam(config.learning_rate),
+      optimizer=keras.optimizers.Adam(
+          keras.optimizers.schedules.CosineDecay(config.learning_rate, config.train_steps)),
       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
   logits_only.fit(train_dataset, steps_per_epoch=config.train_steps, epochs=1, verbose=2)
