@@ -1,7 +1,7 @@
 """Serving latency of the exported in-graph sampler vs a Python-loop sampler, per (batch, steps).
 
   python -m benchmarks.serving_latency --model-dir runs/serving_model --profile cpu \
-      --batch-sizes 1 10 100 --steps 10 20 50 --repeats 5 --guidance 1.75
+      --batch-sizes 1 10 100 --steps 10 20 50 --repeats 5 --guidance 1.6
 --model-dir is a SavedModel or a serving directory (its highest numeric version is used). The
 exported sampler runs in a fresh process that imports only TensorFlow, as a server would load it.
 The baseline is the usual tutorial loop: a Python `for` over steps, each an eager call of the same
