@@ -137,8 +137,8 @@ class ClassifierConfig(_JsonMixin):
   Class agreement is only as meaningful as the judge is accurate on real digits: runs 1-15's
   judge (one conv per level, no dropout, 900 steps) labelled 98.85% of the test digits right, so
   issue 3's 99% asked samples to be more classifiable than real digits, which only stronger
-  guidance, and so less varied samples, gave. This one labels 99.50% right (docs/experiments.md,
-  "A judge as accurate as the target").
+  guidance, and so less varied samples, gave. This one labels 99.46% right in run 16's pipeline
+  and 99.58% from `benchmarks.judge` (docs/experiments.md, "A judge as accurate as the target").
   """
   filters: Tuple[int, ...] = (32, 64)
   convs_per_level: int = 2  # 3x3 convs before each 2x2 max-pool

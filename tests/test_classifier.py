@@ -70,7 +70,7 @@ def test_convs_per_level_stacks_that_many_convs_before_each_pool():
   assert conv_widths == [4, 4, 4, 8, 8, 8]
 
 
-def test_dropout_acts_in_training_only_and_never_on_the_features():
+def test_dropout_acts_in_training_only():
   config = ClassifierConfig(filters=(4, 8), feature_dim=16, dropout=0.5)
   tf.keras.utils.set_random_seed(0)
   model = classifier.build_classifier(config)

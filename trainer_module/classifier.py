@@ -29,7 +29,8 @@ def build_classifier(config: ClassifierConfig) -> keras.Model:
   if config.dropout:
     x = keras.layers.Dropout(config.dropout)(x)
   features = keras.layers.Dense(config.feature_dim, activation="relu", name="features")(x)
-  # Frechet distance reads `features` itself; dropout acts only on the way to the logits.
+  # The second dropout comes after `features`, so what Frechet distance reads at inference is
+  # the layer's own output (dropout is off outside training anyway).
   head_input = keras.layers.Dropout(config.dropout)(features) if config.dropout else features
   logits = keras.layers.Dense(NUM_CLASSES, name="logits")(head_input)
   return keras.Model(images, [logits, features], name="classifier")
