@@ -12,7 +12,10 @@ Evaluator:
                  does);
   clipped_draw:  the same pixels moved to one seeded draw from that tail instead (what `denoise`
                  did until the mean replaced it);
-  clipped_raw:   the clipped images as they are.
+  clipped_raw:   the clipped images as they are;
+  clipped_mean_labelled: clipped_mean with each image's true label instead of the null label:
+                 what the class, which the noisy image alone leaves uncertain, is worth (`denoise`
+                 takes no labels: the protocol gives the denoiser the noisy image only).
 Writes benchmarks/results/<--name, default denoise_clipping>.json and prints a markdown table.
 """
 
@@ -23,7 +26,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
-from typing import Any, Dict, Sequence  # noqa: E402
+from typing import Any, Dict, Optional, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -38,22 +41,24 @@ from trainer_module import export  # noqa: E402
 from trainer_module import samplers  # noqa: E402
 
 RESULT_NAME = "denoise_clipping"
-VARIANTS = ("gaussian", "clipped_mean", "clipped_draw", "clipped_raw")
+VARIANTS = ("gaussian", "clipped_mean", "clipped_draw", "clipped_raw", "clipped_mean_labelled")
 VARIANT_TITLES = ("Gaussian, not clipped", "clipped, tail mean (`denoise`)",
-                  "clipped, one tail draw", "clipped, fed raw")
+                  "clipped, one tail draw", "clipped, fed raw", "clipped, tail mean, true label")
 
 
 def raw_network_denoiser(model_dir: str, profile: config_lib.PipelineConfig, batch_size: int):
-  """One-step x0 estimate of the bare network, inputs taken as they are (no un-clipping)."""
+  """One-step x0 estimate of the bare network, inputs taken as they are (no un-clipping);
+  unconditional unless `labels` are given."""
   network = export.restore_unet(model_dir, profile.unet)
   schedule = export.schedule_from_config(profile.diffusion)
 
-  def denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
+  def denoise(noisy: np.ndarray, sigma: float, labels: Optional[np.ndarray] = None) -> np.ndarray:
+    if labels is None:
+      labels = np.full([len(noisy)], profile.sampler.null_label, np.int32)
     denoised = []
     for _, rows in evaluation.batches(len(noisy), batch_size):
-      null_labels = tf.fill([len(noisy[rows])], profile.sampler.null_label)
       denoised.append(samplers.denoise_unit_range(
-          network, tf.constant(noisy[rows]), sigma, null_labels, schedule,
+          network, tf.constant(noisy[rows]), sigma, tf.constant(labels[rows]), schedule,
           profile.diffusion.prediction).numpy())
     return np.concatenate(denoised)
 
@@ -70,7 +75,7 @@ def measure(model_dir: str, examples_dir: str, profile: config_lib.PipelineConfi
             num_images: int, sigmas: Sequence[float]) -> Dict[str, Any]:
   model_dir = saved_model_dir(model_dir)
   eval_config = profile.eval
-  clean, _ = evaluation.read_split_dir(os.path.join(examples_dir, "Split-eval"), num_images)
+  clean, labels = evaluation.read_split_dir(os.path.join(examples_dir, "Split-eval"), num_images)
   denoise = raw_network_denoiser(model_dir, profile, eval_config.batch_size)
   rows = []
   for sigma in sigmas:
@@ -80,8 +85,11 @@ def measure(model_dir: str, examples_dir: str, profile: config_lib.PipelineConfi
               "clipped_mean": clipped_noise.unclip(clipped, sigma).numpy(),
               "clipped_draw": tail_draw(clipped, sigma, eval_config.seed),
               "clipped_raw": clipped}
+    inputs["clipped_mean_labelled"] = inputs["clipped_mean"]
     row = {"sigma": sigma, **{variant: metrics_lib.denoising_metrics(
-        clean, denoise(inputs[variant].astype(np.float32), sigma)) for variant in VARIANTS}}
+        clean, denoise(inputs[variant].astype(np.float32), sigma,
+                       labels if variant == "clipped_mean_labelled" else None))
+        for variant in VARIANTS}}
     rows.append(row)
     print(f"sigma {sigma:g}: " + ", ".join(f"{variant} {row[variant]['psnr']:.2f} dB"
                                            for variant in VARIANTS), flush=True)

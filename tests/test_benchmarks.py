@@ -244,6 +244,17 @@ def test_the_signature_is_the_raw_network_after_unclipping(exported_dir):
   np.testing.assert_allclose(raw, signature, atol=1e-5)
 
 
+def test_the_labelled_variant_conditions_on_the_given_labels(exported_dir):
+  denoise = denoise_clipping.raw_network_denoiser(exported_dir, _CONFIG, 2)
+  noisy = tf.random.stateless_uniform([3, 28, 28, 1], seed=[6, 0]).numpy()
+  unconditional = denoise(noisy, 0.4)
+  null_labels = np.full([3], _CONFIG.sampler.null_label, np.int32)
+  np.testing.assert_array_equal(denoise(noisy, 0.4, null_labels), unconditional)
+  labelled = denoise(noisy, 0.4, np.array([0, 1, 2], np.int32))
+  assert labelled.shape == unconditional.shape
+  assert not np.allclose(labelled, unconditional)
+
+
 @pytest.mark.parametrize("name", sorted(sweep.EXPERIMENTS))
 def test_every_sweep_experiment_is_the_cpu_profile_with_its_changes(name):
   config = sweep.experiment_config(name, train_steps=7)
