@@ -115,7 +115,7 @@ class TrainConfig(_JsonMixin):
   """The diffusion training loop (trainer_module/train.py)."""
   # Batches of 32 rather than 64: twice the updates for the same images and time, better on
   # every metric after the same 44,800 images (docs/experiments.md, "Batch size and label
-  # dropout"; README "Run 13").
+  # dropout"; docs/runs.md "Run 13").
   batch_size: int = 32
   train_steps: int = 7200  # 230,400 images, as run 11's 3,600 steps of 64
   learning_rate: float = 2e-3
@@ -178,7 +178,7 @@ class SamplerConfig(_JsonMixin):
   # The network runs on at most this many rows per call (samplers.chunked_network): big guided
   # batches outgrew the CPU caches on the older networks (51 vs 39-40 GFLOP/s in chunks of 40).
   # On run 11's network no limit from 20 to 200 rows wins clearly, so 40 stays and bounds the
-  # activations a big request holds (README "Serving latency"); None = one call per step.
+  # activations a big request holds (docs/runs.md "Serving latency"); None = one call per step.
   max_rows_per_call: Optional[int] = 40
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
 

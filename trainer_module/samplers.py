@@ -60,7 +60,7 @@ def chunked_network(model: Callable, max_rows: int) -> Callable:
 
   Same outputs, bounded activations: a guided request for 100 digits is 200 rows. On the older,
   wider networks the chunks also saved time (the same convolutions ran at 51 GFLOP/s on chunks of
-  40 instead of 39-40 on the whole batch); on run 11's network no chunk size wins clearly (README,
+  40 instead of 39-40 on the whole batch); on run 11's network no chunk size wins clearly (docs/runs.md,
   "Serving latency"). Every row is computed independently of the others (GroupNorm is per
   sample), so chunking changes no result.
 
