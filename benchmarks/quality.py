@@ -72,10 +72,8 @@ def reexport_with_sampler(model_dir: str, profile: config_lib.PipelineConfig,
                           export_dir: str, **sampler_fields: Any) -> str:
   """The weights of the SavedModel at `model_dir`, exported again with the profile's SamplerConfig
   with `sampler_fields` replaced (another sampler, a guidance interval)."""
-  network, unet_config = export.load_unet(saved_model_dir(model_dir), profile.unet)
-  export.export_sampler(network, profile.diffusion,
-                        dataclasses.replace(profile.sampler, **sampler_fields), export_dir,
-                        unet_config=unet_config)
+  export.reexport_sampler(saved_model_dir(model_dir), export_dir, profile.diffusion,
+                          dataclasses.replace(profile.sampler, **sampler_fields), profile.unet)
   return export_dir
 
 

@@ -16,7 +16,6 @@ markdown table.
 from pipeline import keras_env  # noqa: F401  (before TensorFlow)
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
@@ -32,7 +31,6 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
 from benchmarks import quality  # noqa: E402
-from components.diffusion_evaluator import evaluation  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from trainer_module import flops  # noqa: E402
 from pipeline.config import NUM_CLASSES  # noqa: E402
@@ -152,17 +150,6 @@ class PythonLoopSampler:
     return self.sample(noise, labels, num_steps, guidance_scale)
 
 
-def exported_sampler_config(model_dir: str,
-                            fallback: config_lib.SamplerConfig) -> config_lib.SamplerConfig:
-  """`fallback` with the sampler and guidance interval the SavedModel was exported with (a model
-  from before the interval was recorded guides every step), so the Python loop does its math."""
-  model = evaluation.DiffusionModel(model_dir, batch_size=1)
-  interval = model.guidance_sigma_interval or [0.0, None]
-  name = model.sampler if model.sampler != evaluation.SAMPLER_UNKNOWN else fallback.sampler
-  return dataclasses.replace(fallback, sampler=name, guidance_min_sigma=interval[0],
-                             guidance_max_sigma=interval[1])
-
-
 def _summary(seconds: Sequence[float], batch_size: int) -> dict:
   p50 = float(np.percentile(seconds, 50))
   return {"p50_s": p50, "p95_s": float(np.percentile(seconds, 95)),
@@ -192,7 +179,8 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   grid = [(b, s) for b in batch_sizes for s in steps]
   fresh = time_in_fresh_process(model_dir, grid, repeats, guidance_scale)
   model = export.restore_unet(model_dir, config.unet)
-  sampler = exported_sampler_config(model_dir, config.sampler)
+  # The Python loop does the math of the sampler and guidance interval the model was exported with.
+  sampler = export.exported_sampler_config(tf.saved_model.load(model_dir), config.sampler)
   loop_sampler = PythonLoopSampler(model, config.diffusion, sampler)
   loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
   # A guided step runs the doubled batch, one at scale 0 or 1 or outside the guidance interval.

@@ -73,7 +73,7 @@ def test_python_loop_sampler_follows_the_exported_sampler_and_interval(tmp_path)
                         dataclasses.replace(_CONFIG.sampler, sampler="dpmpp_2m",
                                             guidance_min_sigma=0.5, guidance_max_sigma=20.0),
                         dpm_dir)
-  sampler_config = serving_latency.exported_sampler_config(dpm_dir, _CONFIG.sampler)
+  sampler_config = export.exported_sampler_config(tf.saved_model.load(dpm_dir), _CONFIG.sampler)
   assert (sampler_config.sampler, sampler_config.guidance_min_sigma,
           sampler_config.guidance_max_sigma) == ("dpmpp_2m", 0.5, 20.0)
   sampler = serving_latency.PythonLoopSampler(

@@ -13,8 +13,10 @@ graph with InvalidArgument. Only TensorFlow ops: the model loads where this proj
 
 import dataclasses
 import json
+import math
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline.config import (IMAGE_SIZE, NUM_CLASSES, DiffusionConfig, SamplerConfig, UNetConfig)
@@ -158,6 +160,47 @@ def exported_unet_config(loaded, fallback: UNetConfig) -> UNetConfig:
   if any(name.startswith(f"up0_{fallback.res_blocks_per_level}_") for name in names):
     fallback = dataclasses.replace(fallback, decoder_skips="every_layer")
   return fallback
+
+
+def exported_sampler_config(loaded, fallback: SamplerConfig) -> SamplerConfig:
+  """The SamplerConfig a loaded sampler SavedModel was exported with: `fallback` with each setting
+  the SavedModel records (sampler, default steps and guidance, the request limits, the guidance
+  interval) replaced by the recorded value. `max_rows_per_call` and `null_label` are not
+  recorded and stay the fallback's; an export from before the interval was recorded (runs 1-5)
+  guides every step, which is what its graph does."""
+  def recorded(name):
+    variable = getattr(loaded, name, None)
+    return variable.numpy() if isinstance(variable, tf.Variable) else None
+
+  def decimal(value) -> float:
+    # The shortest decimal of the recorded float32: 1.6, not 1.600000023841858.
+    return float(str(np.float32(value)))
+
+  fields = {}
+  for field, name, convert in (("sampler", "sampler_name", lambda v: v.decode()),
+                               ("num_steps", "default_num_steps", int),
+                               ("guidance_scale", "default_guidance_scale", decimal),
+                               ("max_steps", "max_steps", int),
+                               ("max_batch", "max_batch", int)):
+    value = recorded(name)
+    if value is not None:
+      fields[field] = convert(value)
+  interval = recorded("guidance_sigma_interval")
+  low, high = (0.0, float("inf")) if interval is None else (decimal(interval[0]),
+                                                              decimal(interval[1]))
+  fields.update(guidance_min_sigma=low, guidance_max_sigma=None if math.isinf(high) else high)
+  return dataclasses.replace(fallback, **fields)
+
+
+def reexport_sampler(saved_model_dir: str, export_dir: str, diffusion: DiffusionConfig,
+                     sampler: SamplerConfig, unet_fallback: UNetConfig):
+  """The weights of the sampler SavedModel at `saved_model_dir`, exported again to `export_dir`
+  with `sampler`'s settings (warm-up requests included): another sampler, default step count or
+  guidance without retraining. The network is rebuilt from the UNetConfig the SavedModel records
+  (`unet_fallback` for exports that record none); `diffusion` (schedule, prediction) must be the
+  one it was trained with."""
+  network, unet_config = load_unet(saved_model_dir, unet_fallback)
+  return export_sampler(network, diffusion, sampler, export_dir, unet_config=unet_config)
 
 
 def restore_unet(saved_model_dir: str, unet_config: UNetConfig):

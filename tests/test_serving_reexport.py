@@ -1,0 +1,94 @@
+"""serving.reexport: a pushed model served with other sampler settings as the next version."""
+
+from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+
+import dataclasses  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pipeline import config as config_lib  # noqa: E402
+from serving import client  # noqa: E402
+from serving import reexport  # noqa: E402
+from serving import warmup  # noqa: E402
+from trainer_module import export  # noqa: E402
+
+SMOKE = config_lib.profile("smoke")
+
+
+@pytest.fixture(scope="module")
+def reexported(smoke_export_dir, tmp_path_factory):
+  """A serving dir holding the smoke export as version 1, then the command's version 2."""
+  serving_dir = str(tmp_path_factory.mktemp("reexport") / "serving_model")
+  shutil.copytree(smoke_export_dir, os.path.join(serving_dir, "1"))
+  reexport.main(["--serving-dir", serving_dir, "--profile", "smoke", "--sampler", "dpmpp_2m",
+                 "--num-steps", "3", "--guidance", "2.5"])
+  return serving_dir
+
+
+def test_exported_sampler_config_reads_what_the_export_records(smoke_export_dir):
+  fallback = dataclasses.replace(SMOKE.sampler, sampler="ancestral", num_steps=99,
+                                 guidance_scale=9.0, max_batch=3, guidance_min_sigma=0.0,
+                                 guidance_max_sigma=None, max_rows_per_call=7)
+  recorded = export.exported_sampler_config(tf.saved_model.load(smoke_export_dir), fallback)
+  # Everything the SavedModel records is the export's; what it does not record, the fallback's.
+  assert recorded == dataclasses.replace(SMOKE.sampler, max_rows_per_call=7)
+
+
+def test_exported_sampler_config_of_an_export_without_records():
+  class OldExport:  # runs 1-5 recorded neither the sampler nor the interval
+    pass
+  recorded = export.exported_sampler_config(OldExport(), SMOKE.sampler)
+  assert recorded == dataclasses.replace(SMOKE.sampler, guidance_min_sigma=0.0,
+                                         guidance_max_sigma=None)
+
+
+def test_reexport_writes_the_next_version_with_only_the_requested_changes(reexported):
+  assert reexport.numeric_versions(reexported) == [1, 2]
+  assert client.resolve_model_dir(reexported) == os.path.join(reexported, "2")  # what TF Serving serves
+  old = tf.saved_model.load(os.path.join(reexported, "1"))
+  new = tf.saved_model.load(os.path.join(reexported, "2"))
+  assert export.exported_sampler_config(new, SMOKE.sampler) == dataclasses.replace(
+      export.exported_sampler_config(old, SMOKE.sampler), sampler="dpmpp_2m", num_steps=3,
+      guidance_scale=2.5)
+  # The same network, now recorded even where the source export recorded none.
+  assert new.unet_config.numpy()
+  assert export.exported_unet_config(new, SMOKE.unet) == export.exported_unet_config(old, SMOKE.unet)
+  old_weights = {v.name: v.numpy() for v in old.model_variables}
+  new_weights = {v.name: v.numpy() for v in new.model_variables}
+  assert old_weights.keys() == new_weights.keys()
+  for name, value in old_weights.items():
+    np.testing.assert_array_equal(new_weights[name], value)
+  # Its own warm-up requests, at its own default guidance.
+  (request,) = warmup.read_warmup_requests(os.path.join(reexported, "2"))
+  assert tf.make_ndarray(request.inputs["guidance_scale"]) == pytest.approx(2.5)
+
+
+def test_the_new_version_samples_with_the_new_sampler(reexported):
+  def images(version):
+    signature = tf.saved_model.load(os.path.join(reexported, version)).signatures["serving_default"]
+    return signature(labels=tf.constant([0, 7]), guidance_scale=tf.constant(1.5),
+                     num_steps=tf.constant(3), seed=tf.constant(4))["images_float"].numpy()
+  ddim, dpmpp = images("1"), images("2")
+  assert dpmpp.shape == (2, 28, 28, 1) and np.isfinite(dpmpp).all()
+  # Three steps: DPM-Solver++(2M)'s middle one is second order, so the images are not DDIM's.
+  assert np.abs(dpmpp - ddim).max() > 1e-3
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "nothing to change"),
+    (["--num-steps", "0"], "num_steps"),
+    (["--guidance", "-1"], "guidance"),
+    (["--guidance-interval", "5", "1"], "interval"),
+    (["--max-rows-per-call", "0"], "positive"),
+    (["--sampler", "dpmpp_2m", "--version", "1"], "already exists"),
+])
+def test_bad_requests_write_nothing(smoke_serving_dir, flags, message, capsys):
+  before = reexport.numeric_versions(smoke_serving_dir)
+  with pytest.raises(SystemExit):
+    reexport.main(["--serving-dir", smoke_serving_dir, "--profile", "smoke", *flags])
+  assert message in capsys.readouterr().err
+  assert reexport.numeric_versions(smoke_serving_dir) == before
