@@ -166,7 +166,7 @@ def exported_sampler_config(loaded, fallback: SamplerConfig) -> SamplerConfig:
   """The SamplerConfig a loaded sampler SavedModel was exported with: `fallback` with each setting
   the SavedModel records (sampler, default steps and guidance, the request limits, the guidance
   interval) replaced by the recorded value. `max_rows_per_call` and `null_label` are not
-  recorded and stay the fallback's; an export from before the interval was recorded (runs 1-5)
+  recorded and stay the fallback's; an export from before the interval was recorded
   guides every step, which is what its graph does."""
   def recorded(name):
     variable = getattr(loaded, name, None)
