@@ -34,6 +34,7 @@ from benchmarks import quality  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from trainer_module import flops  # noqa: E402
 from pipeline.config import NUM_CLASSES  # noqa: E402
+from serving import reexport  # noqa: E402
 from serving.client import resolve_model_dir  # noqa: E402
 from trainer_module import export  # noqa: E402
 from trainer_module import samplers  # noqa: E402
@@ -241,19 +242,6 @@ def markdown_table(result: dict) -> str:
   return "\n".join(lines)
 
 
-def _rows_limit(text: str) -> int:
-  """--max-rows-per-call: a positive number, or 'none' (returned as 0) for no limit."""
-  if text.lower() == "none":
-    return 0
-  try:
-    value = int(text)
-  except ValueError:
-    value = 0
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive number of rows or 'none', got {text!r}")
-  return value
-
-
 def _met(value: Optional[bool]) -> str:
   return "not measured" if value is None else ("met" if value else "NOT met")
 
@@ -269,7 +257,8 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--guidance", type=float, default=config_lib.DEFAULT_GUIDANCE_SCALE)
-  parser.add_argument("--max-rows-per-call", type=_rows_limit, default=None, metavar="ROWS",
+  parser.add_argument("--max-rows-per-call", type=reexport.rows_limit, default=None,
+                      metavar="ROWS",
                       help="re-export the model's weights with this SamplerConfig."
                            "max_rows_per_call first (a number, or 'none' for one call per step)")
   parser.add_argument("--results-dir", default=RESULTS_DIR)

@@ -35,15 +35,16 @@ def numeric_versions(serving_dir: str) -> List[int]:
   return sorted(int(name) for name in names if name.isdigit())
 
 
-def _positive_or_none(text: str) -> Optional[int]:
+def rows_limit(text: str) -> int:
+  """--max-rows-per-call: a positive number, or 'none' (returned as 0) for no limit."""
   if text.lower() == "none":
-    return None
+    return 0
   try:
     value = int(text)
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}")
+    value = 0
   if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected a positive number of rows or 'none', got {text!r}")
   return value
 
 
@@ -60,7 +61,7 @@ def requested_changes(args: argparse.Namespace) -> Dict[str, Any]:
     low, high = args.guidance_interval
     changes.update(guidance_min_sigma=low, guidance_max_sigma=None if math.isinf(high) else high)
   if args.max_rows_per_call is not None:
-    changes["max_rows_per_call"] = _positive_or_none(args.max_rows_per_call)
+    changes["max_rows_per_call"] = args.max_rows_per_call or None  # 0: no limit
   return changes
 
 
@@ -81,7 +82,8 @@ def reexport(source_dir: str, serving_dir: str, profile: config_lib.PipelineConf
   """Writes `source_dir`'s weights with `changes` applied to its recorded sampler settings as
   <serving_dir>/<version>/ (default: one above the highest there). Returns (path, SamplerConfig)."""
   source_dir = resolve_model_dir(source_dir)
-  recorded = export.exported_sampler_config(tf.saved_model.load(source_dir), profile.sampler)
+  loaded = tf.saved_model.load(source_dir)
+  recorded = export.exported_sampler_config(loaded, profile.sampler)
   sampler = dataclasses.replace(recorded, **changes)
   check_sampler_config(sampler)
   existing = numeric_versions(serving_dir)
@@ -90,7 +92,8 @@ def reexport(source_dir: str, serving_dir: str, profile: config_lib.PipelineConf
   export_dir = os.path.join(serving_dir, str(version))
   if tf.io.gfile.exists(export_dir):
     raise FileExistsError(f"{export_dir} already exists; TF Serving versions are never rewritten")
-  export.reexport_sampler(source_dir, export_dir, profile.diffusion, sampler, profile.unet)
+  export.reexport_sampler(source_dir, export_dir, profile.diffusion, sampler, profile.unet,
+                          loaded=loaded)
   return export_dir, sampler
 
 
@@ -115,15 +118,12 @@ def main(argv=None):
   parser.add_argument("--guidance-interval", type=float, nargs=2, default=None,
                       metavar=("MIN_SIGMA", "MAX_SIGMA"),
                       help="guidance above 1 only at these noise levels (inf = no upper bound)")
-  parser.add_argument("--max-rows-per-call", default=None, metavar="ROWS",
+  parser.add_argument("--max-rows-per-call", type=rows_limit, default=None, metavar="ROWS",
                       help="network rows per call inside the graph, or 'none' for one call per step")
   parser.add_argument("--version", type=int, default=None,
                       help="version number to write (default: the highest there + 1)")
   args = parser.parse_args(argv)
-  try:
-    changes = requested_changes(args)
-  except argparse.ArgumentTypeError as error:
-    parser.error(str(error))
+  changes = requested_changes(args)
   if not changes:
     parser.error("nothing to change: give --sampler, --num-steps, --guidance, "
                  "--guidance-interval or --max-rows-per-call")

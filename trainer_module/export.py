@@ -193,13 +193,15 @@ def exported_sampler_config(loaded, fallback: SamplerConfig) -> SamplerConfig:
 
 
 def reexport_sampler(saved_model_dir: str, export_dir: str, diffusion: DiffusionConfig,
-                     sampler: SamplerConfig, unet_fallback: UNetConfig):
+                     sampler: SamplerConfig, unet_fallback: UNetConfig, loaded=None):
   """The weights of the sampler SavedModel at `saved_model_dir`, exported again to `export_dir`
   with `sampler`'s settings (warm-up requests included): another sampler, default step count or
   guidance without retraining. The network is rebuilt from the UNetConfig the SavedModel records
   (`unet_fallback` for exports that record none); `diffusion` (schedule, prediction) must be the
-  one it was trained with."""
-  network, unet_config = load_unet(saved_model_dir, unet_fallback)
+  one it was trained with. `loaded`: that SavedModel, if the caller has already loaded it."""
+  if loaded is None:
+    loaded = tf.saved_model.load(saved_model_dir)
+  network, unet_config = unet_from_loaded(loaded, unet_fallback, saved_model_dir)
   return export_sampler(network, diffusion, sampler, export_dir, unet_config=unet_config)
 
 
@@ -212,14 +214,18 @@ def load_unet(saved_model_dir: str, unet_config: UNetConfig):
   """(U-Net holding the exported weights, its UNetConfig): built from the config the SavedModel
   records (else `unet_config`), weights matched by variable name (the order of `model.variables`
   follows the layer graph, which a change to the network can reorder)."""
-  loaded = tf.saved_model.load(saved_model_dir)
+  return unet_from_loaded(tf.saved_model.load(saved_model_dir), unet_config, saved_model_dir)
+
+
+def unet_from_loaded(loaded, unet_config: UNetConfig, source: str = "the SavedModel"):
+  """load_unet for a SavedModel already loaded (`source` names it in errors)."""
   unet_config = exported_unet_config(loaded, unet_config)
   model = unet.build_unet(unet_config)
   exported = {v.name: v for v in loaded.model_variables}
   shapes = {v.name: tuple(v.shape) for v in model.variables}
   exported_shapes = {name: tuple(v.shape) for name, v in exported.items()}
   if shapes != exported_shapes:
-    raise ValueError(f"{saved_model_dir} does not hold weights of this U-Net ({len(exported)} vs "
+    raise ValueError(f"{source} does not hold weights of this U-Net ({len(exported)} vs "
                      f"{len(shapes)} variables): is --profile the one it was trained with?")
   for variable in model.variables:
     variable.assign(exported[variable.name])
