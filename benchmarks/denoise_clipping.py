@@ -86,9 +86,9 @@ def measure(model_dir: str, examples_dir: str, profile: config_lib.PipelineConfi
               "clipped_draw": tail_draw(clipped, sigma, eval_config.seed),
               "clipped_raw": clipped}
     inputs["clipped_mean_labelled"] = inputs["clipped_mean"]
+    given_labels = {"clipped_mean_labelled": labels}  # every other variant: unconditional
     row = {"sigma": sigma, **{variant: metrics_lib.denoising_metrics(
-        clean, denoise(inputs[variant].astype(np.float32), sigma,
-                       labels if variant == "clipped_mean_labelled" else None))
+        clean, denoise(inputs[variant].astype(np.float32), sigma, given_labels.get(variant)))
         for variant in VARIANTS}}
     rows.append(row)
     print(f"sigma {sigma:g}: " + ", ".join(f"{variant} {row[variant]['psnr']:.2f} dB"
