@@ -179,9 +179,10 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   model_dir = resolve_model_dir(model_dir)
   grid = [(b, s) for b in batch_sizes for s in steps]
   fresh = time_in_fresh_process(model_dir, grid, repeats, guidance_scale)
-  model = export.restore_unet(model_dir, config.unet)
+  loaded = tf.saved_model.load(model_dir)
+  model, _ = export.unet_from_loaded(loaded, config.unet, model_dir)
   # The Python loop does the math of the sampler and guidance interval the model was exported with.
-  sampler = export.exported_sampler_config(tf.saved_model.load(model_dir), config.sampler)
+  sampler = export.exported_sampler_config(loaded, config.sampler)
   loop_sampler = PythonLoopSampler(model, config.diffusion, sampler)
   loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
   # A guided step runs the doubled batch, one at scale 0 or 1 or outside the guidance interval.
