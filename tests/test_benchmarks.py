@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import denoise_clipping  # noqa: E402
+from benchmarks import denoiser_ceiling  # noqa: E402
 from benchmarks import forward_cost  # noqa: E402
 from benchmarks import judge  # noqa: E402
 from benchmarks import machine  # noqa: E402
@@ -326,3 +327,47 @@ def test_train_throughput_writes_images_per_second_and_machine_share(tmp_path, m
   assert result["machine"]["onednn"] is True  # pipeline/keras_env.py turned it on
   assert result["images_per_second"] > 0 and result["train_gflop_per_image"] > 0
   assert result["share_of_matmul_rate"] == pytest.approx(result["achieved_gflops"] / 10)
+
+
+def _smoke_denoiser(objective="mse", train_steps=2):
+  config = dataclasses.replace(_CONFIG, train=dataclasses.replace(
+      _CONFIG.train, train_steps=train_steps, batch_size=4, shuffle_buffer=8, log_every_steps=1))
+  return denoiser_ceiling.ProtocolDenoiserTrainer(config, objective)
+
+
+def test_denoiser_ceiling_feeds_the_network_as_the_served_denoise_signature(exported_dir):
+  # Same weights, same clipped input: the benchmark's estimate (clipped to [0, 1] as served)
+  # is the pushed model's `denoise` output, so its PSNR is the protocol's.
+  trainer = _smoke_denoiser()
+  trainer.ema_model.set_weights(export.restore_unet(exported_dir, _CONFIG.unet).get_weights())
+  noisy = tf.clip_by_value(tf.random.stateless_uniform([3, 28, 28, 1], seed=[7, 0], minval=-0.5,
+                                                       maxval=1.5), 0.0, 1.0).numpy()
+  ours = tf.clip_by_value(trainer.denoise(trainer.ema_model, noisy), 0.0, 1.0).numpy()
+  served = evaluation.DiffusionModel(exported_dir, 2).denoise(noisy, _CONFIG.eval.denoise_sigma)
+  np.testing.assert_allclose(ours, served, atol=1e-5)
+
+
+def test_denoiser_ceiling_objectives_and_bad_objective():
+  images = tf.random.stateless_uniform([4, 28, 28, 1], seed=[8, 0], minval=-1.0, maxval=1.0)
+  labels = tf.zeros([4], tf.int32)
+  mse = float(_smoke_denoiser("mse").loss(images, labels))
+  log_mse = float(_smoke_denoiser("log_mse").loss(images, labels))
+  assert mse > 0.0 and np.isfinite(log_mse) and log_mse < 0.0  # log of a per-image MSE below 1
+  with pytest.raises(ValueError, match="objective"):
+    _smoke_denoiser("psnr")
+
+
+def test_denoiser_ceiling_trains_scores_and_skips_what_it_finished(tmp_path, monkeypatch):
+  work_dir, results_dir = tmp_path / "work", tmp_path / "results"
+  args = ["--profile", "smoke", "--objectives", "log_mse", "--train-steps", "2",
+          "--work-dir", str(work_dir), "--results-dir", str(results_dir), "--num-eval-images", "8"]
+  denoiser_ceiling.main(args)
+  results = json.loads((results_dir / "denoiser_ceiling.json").read_text())
+  (result,) = results["objectives"]
+  assert result["objective"] == "log_mse" and result["training"]["steps"] == 2
+  assert result["protocol"]["num_images"] == 8 and 0.0 < result["protocol"]["psnr"] < 60.0
+  assert "| log_mse | 2 x " in (results_dir / "denoiser_ceiling.md").read_text()
+  # A second run reads the finished result instead of training again.
+  monkeypatch.setattr(denoiser_ceiling, "ProtocolDenoiserTrainer", None)
+  denoiser_ceiling.main(args)
+  assert json.loads((results_dir / "denoiser_ceiling.json").read_text()) == results
