@@ -1,6 +1,6 @@
 """What the `cpu` profile's network can reach as a denoiser at the reference protocol's noise alone.
 
-  python -m benchmarks.denoiser_ceiling [--objectives mse log_mse] [--train-steps 7200]
+  python -m benchmarks.denoiser_ceiling [--objectives mse log_mse] [--experiment wide48]
 
 The diffusion model is scored on one noise level (the reference protocol: images in [0, 1],
 Gaussian noise of std 0.4, clipped to [0, 1]) but trained on all of them. Here the same network,
@@ -12,6 +12,7 @@ an estimate from above of what the diffusion model could reach there.
 Objectives: "mse", the mean squared error the diffusion loss also minimises (its minimiser is the
 posterior mean); "log_mse", the mean over images of log(MSE), which is the protocol's own metric
 (the mean of per-image PSNR) up to a constant factor.
+`--experiment` takes a network from benchmarks.sweep's experiments (default: the profile's own).
 Resumable: checkpoints and finished results live under --work-dir. Writes
 benchmarks/results/<name>.json and <name>.md.
 """
@@ -19,7 +20,6 @@ benchmarks/results/<name>.json and <name>.md.
 from pipeline import keras_env  # noqa: F401  (before TensorFlow)
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
-from benchmarks.sweep import RESULTS_DIR, mnist_dataset  # noqa: E402
+from benchmarks import sweep  # noqa: E402
 from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline.config import NUM_CLASSES, PipelineConfig  # noqa: E402
@@ -91,18 +91,19 @@ def protocol_psnr(trainer: ProtocolDenoiserTrainer, data_dir: str,
   return metrics_lib.denoising_metrics(clean, denoised)
 
 
-def run_objective(objective: str, config: PipelineConfig, data_dir: str, work_root: str,
-                  command: str, num_eval_images: Optional[int] = None) -> Dict[str, Any]:
-  work_dir = os.path.join(work_root, f"{objective}_steps{config.train.train_steps}")
+def run_objective(objective: str, experiment: str, config: PipelineConfig, data_dir: str,
+                  work_root: str, command: str,
+                  num_eval_images: Optional[int] = None) -> Dict[str, Any]:
+  work_dir = os.path.join(work_root, f"{experiment}_{objective}_steps{config.train.train_steps}")
   result_path = os.path.join(work_dir, "result.json")
   if os.path.exists(result_path):
     with open(result_path) as f:
       return json.load(f)
   trainer = ProtocolDenoiserTrainer(config, objective)
   start = time.perf_counter()
-  training = train_lib.train_diffusion(trainer, mnist_dataset(data_dir, config),
+  training = train_lib.train_diffusion(trainer, sweep.mnist_dataset(data_dir, config),
                                        os.path.join(work_dir, "checkpoints"))
-  result = {"objective": objective, "command": command, "train": config.train.to_dict(),
+  result = {"experiment": experiment, "objective": objective, "command": command, "train": config.train.to_dict(),
             "unet": config.unet.to_dict(), "noise_sigma": config.eval.denoise_sigma,
             "training": {**training, "parameters": trainer.model.count_params()},
             "protocol": protocol_psnr(trainer, data_dir, num_eval_images),
@@ -114,10 +115,12 @@ def run_objective(objective: str, config: PipelineConfig, data_dir: str, work_ro
 
 
 def markdown_table(results: Dict[str, Any]) -> str:
-  lines = ["| objective | train steps x batch | train s | PSNR dB | MSE | RMSE |", "|---|---|---|---|---|---|"]
+  lines = ["| network | objective | parameters | train steps x batch | train s | PSNR dB | MSE | RMSE |",
+           "|---|---|---|---|---|---|---|---|"]
   for result in results["objectives"]:
     train, protocol = result["train"], result["protocol"]
-    lines.append(f"| {result['objective']} | {train['train_steps']} x {train['batch_size']} | "
+    lines.append(f"| {result['experiment']} | {result['objective']} | "
+                 f"{result['training']['parameters']:,} | {train['train_steps']} x {train['batch_size']} | "
                  f"{result['training']['wall_seconds']:.0f} | {protocol['psnr']:.2f} | "
                  f"{protocol['mse']:.5f} | {protocol['rmse']:.4f} |")
   return "\n".join(lines) + "\n"
@@ -128,30 +131,31 @@ def main(argv=None):
   parser.add_argument("--data-dir", default=config_lib.EMBEDDED_MNIST_DIR)
   parser.add_argument("--objectives", nargs="+", choices=OBJECTIVES, default=list(OBJECTIVES))
   parser.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES))
+  parser.add_argument("--experiment", default="baseline", choices=sorted(sweep.EXPERIMENTS),
+                      help="the network (and training) of this sweep experiment")
   parser.add_argument("--train-steps", type=int, default=None, help="default: the profile's")
   parser.add_argument("--work-dir", default=os.path.join("runs", "denoiser_ceiling"))
-  parser.add_argument("--results-dir", default=RESULTS_DIR)
+  parser.add_argument("--results-dir", default=sweep.RESULTS_DIR)
   parser.add_argument("--name", default="denoiser_ceiling", help="results file stem")
   parser.add_argument("--num-eval-images", type=int, default=None,
                       help="score the first N test images (default: all 10,000, as the protocol)")
   args = parser.parse_args(argv)
-  config = config_lib.profile(args.profile)
-  if args.train_steps is not None:
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train,
-                                                                   train_steps=args.train_steps))
+  base = config_lib.profile(args.profile)
+  config = sweep.experiment_config(args.experiment, args.train_steps or base.train.train_steps, base)
   path = os.path.join(args.results_dir, f"{args.name}.json")
   results = {"objectives": []}
   if os.path.exists(path):
     with open(path) as f:
       results = json.load(f)
   for objective in args.objectives:
-    command = (f"python -m benchmarks.denoiser_ceiling --profile {args.profile} --objectives "
-               f"{objective} --train-steps {config.train.train_steps}")
-    result = run_objective(objective, config, args.data_dir, args.work_dir, command,
-                           args.num_eval_images)
+    command = (f"python -m benchmarks.denoiser_ceiling --profile {args.profile} --experiment "
+               f"{args.experiment} --objectives {objective} --train-steps {config.train.train_steps}")
+    result = run_objective(objective, args.experiment, config, args.data_dir, args.work_dir,
+                           command, args.num_eval_images)
+    key = (args.experiment, objective, config.train.train_steps)
     results["objectives"] = [r for r in results["objectives"]
-                             if (r["objective"], r["train"]["train_steps"])
-                             != (objective, config.train.train_steps)] + [result]
+                             if (r["experiment"], r["objective"], r["train"]["train_steps"]) != key
+                             ] + [result]
     results["machine"] = machine.describe()
     os.makedirs(args.results_dir, exist_ok=True)
     with open(path, "w") as f:

@@ -92,9 +92,11 @@ SWEEP_GUIDANCE = (1.0, 1.5)
 SWEEP_SAMPLER_FIELDS = {"guidance_min_sigma": 0.0, "guidance_max_sigma": None}
 
 
-def experiment_config(name: str, train_steps: int) -> PipelineConfig:
-  """The cpu profile with experiment `name`'s replacements and `train_steps` steps."""
-  base = config_lib.profile("cpu")
+def experiment_config(name: str, train_steps: int,
+                      base: Optional[PipelineConfig] = None) -> PipelineConfig:
+  """`base` (default: the cpu profile) with experiment `name`'s replacements and `train_steps`
+  steps."""
+  base = base or config_lib.profile("cpu")
   sections = {section: dataclasses.replace(getattr(base, section), **fields)
               for section, fields in EXPERIMENTS[name].items()}
   config = dataclasses.replace(base, **sections)

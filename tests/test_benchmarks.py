@@ -364,9 +364,10 @@ def test_denoiser_ceiling_trains_scores_and_skips_what_it_finished(tmp_path, mon
   denoiser_ceiling.main(args)
   results = json.loads((results_dir / "denoiser_ceiling.json").read_text())
   (result,) = results["objectives"]
-  assert result["objective"] == "log_mse" and result["training"]["steps"] == 2
+  assert (result["experiment"], result["objective"], result["training"]["steps"]) == (
+      "baseline", "log_mse", 2)
   assert result["protocol"]["num_images"] == 8 and 0.0 < result["protocol"]["psnr"] < 60.0
-  assert "| log_mse | 2 x " in (results_dir / "denoiser_ceiling.md").read_text()
+  assert "| baseline | log_mse | " in (results_dir / "denoiser_ceiling.md").read_text()
   # A second run reads the finished result instead of training again.
   monkeypatch.setattr(denoiser_ceiling, "ProtocolDenoiserTrainer", None)
   denoiser_ceiling.main(args)
