@@ -180,10 +180,12 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   grid = [(b, s) for b in batch_sizes for s in steps]
   fresh = time_in_fresh_process(model_dir, grid, repeats, guidance_scale)
   loaded = tf.saved_model.load(model_dir)
-  model, _ = export.unet_from_loaded(loaded, config.unet, model_dir)
-  # The Python loop does the math of the sampler and guidance interval the model was exported with.
+  model, unet_config = export.unet_from_loaded(loaded, config.unet, model_dir)
+  # The Python loop does the math of the sampler and guidance interval the model was exported
+  # with, on the network in the dtype it computes in.
   sampler = export.exported_sampler_config(loaded, config.sampler)
-  loop_sampler = PythonLoopSampler(model, config.diffusion, sampler)
+  loop_network = export.network_for_serving(model, sampler.compute_dtype, unet_config)
+  loop_sampler = PythonLoopSampler(loop_network, config.diffusion, sampler)
   loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
   # A guided step runs the doubled batch, one at scale 0 or 1 or outside the guidance interval.
   forward_flops = flops.forward_flops(model, 1)
@@ -211,6 +213,7 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
       "repeats": repeats, "parameters": model.count_params(),
       "forward_gflop_per_image": forward_flops / 1e9,
       "sampler": sampler.sampler,
+      "compute_dtype": sampler.compute_dtype,
       "guidance_sigma_interval": [sampler.guidance_min_sigma, sampler.guidance_max_sigma],
       "machine_matmul_gflops": machine_rate / 1e9,
       "fresh_process": {key: fresh[key] for key in

@@ -181,6 +181,10 @@ class SamplerConfig(_JsonMixin):
   # activations a big request holds (docs/runs.md "Serving latency"); None = one call per step.
   max_rows_per_call: Optional[int] = 40
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
+  # The served network's arithmetic: "float32", or "bfloat16" (the same float32 weights, computing
+  # in bfloat16) for CPUs with bfloat16 dot products, where it is faster (README, "Serving in
+  # bfloat16"); on CPUs without them it is slower. Recorded in the SavedModel.
+  compute_dtype: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pipeline import config as config_lib  # noqa: E402
 from serving.client import resolve_model_dir  # noqa: E402
 from trainer_module import export  # noqa: E402
 from trainer_module import samplers  # noqa: E402
+from trainer_module import unet  # noqa: E402
 
 
 def numeric_versions(serving_dir: str) -> List[int]:
@@ -62,6 +63,8 @@ def requested_changes(args: argparse.Namespace) -> Dict[str, Any]:
     changes.update(guidance_min_sigma=low, guidance_max_sigma=None if math.isinf(high) else high)
   if args.max_rows_per_call is not None:
     changes["max_rows_per_call"] = args.max_rows_per_call or None  # 0: no limit
+  if args.compute_dtype is not None:
+    changes["compute_dtype"] = args.compute_dtype
   return changes
 
 
@@ -72,6 +75,9 @@ def check_sampler_config(sampler: config_lib.SamplerConfig) -> None:
   if not math.isfinite(sampler.guidance_scale) or sampler.guidance_scale < 0:
     raise ValueError(f"guidance must be finite and >= 0, got {sampler.guidance_scale}")
   high = sampler.guidance_max_sigma
+  if sampler.compute_dtype not in unet.COMPUTE_DTYPES:
+    raise ValueError(f"compute dtype must be one of {unet.COMPUTE_DTYPES}, got "
+                     f"{sampler.compute_dtype!r}")
   if sampler.guidance_min_sigma < 0 or (high is not None and high < sampler.guidance_min_sigma):
     raise ValueError("the guidance interval must be 0 <= MIN_SIGMA <= MAX_SIGMA, got "
                      f"[{sampler.guidance_min_sigma}, {high}]")
@@ -120,13 +126,16 @@ def main(argv=None):
                       help="guidance above 1 only at these noise levels (inf = no upper bound)")
   parser.add_argument("--max-rows-per-call", type=rows_limit, default=None, metavar="ROWS",
                       help="network rows per call inside the graph, or 'none' for one call per step")
+  parser.add_argument("--compute-dtype", choices=unet.COMPUTE_DTYPES, default=None,
+                      help="the served network's arithmetic (bfloat16: faster on CPUs with "
+                           "bfloat16 dot products, slower on others)")
   parser.add_argument("--version", type=int, default=None,
                       help="version number to write (default: the highest there + 1)")
   args = parser.parse_args(argv)
   changes = requested_changes(args)
   if not changes:
     parser.error("nothing to change: give --sampler, --num-steps, --guidance, "
-                 "--guidance-interval or --max-rows-per-call")
+                 "--guidance-interval, --max-rows-per-call or --compute-dtype")
   try:
     export_dir, sampler = reexport(args.model_dir or args.serving_dir, args.serving_dir,
                                    config_lib.profile(args.profile), changes, args.version)
@@ -135,7 +144,7 @@ def main(argv=None):
   print(f"wrote {export_dir}: sampler {sampler.sampler}, {sampler.num_steps} steps, guidance "
         f"{sampler.guidance_scale:g} at sigma in [{sampler.guidance_min_sigma:g}, "
         f"{'inf' if sampler.guidance_max_sigma is None else f'{sampler.guidance_max_sigma:g}'}], "
-        f"max rows per call {sampler.max_rows_per_call}")
+        f"max rows per call {sampler.max_rows_per_call}, {sampler.compute_dtype}")
 
 
 if __name__ == "__main__":

@@ -264,3 +264,25 @@ def test_saved_model_graph_has_no_python_function_ops(exported):
   assert ops & {"While", "StatelessWhile"}
   assert "Assert" in ops
   assert not ops & _PY_FUNC_OPS
+
+
+def test_a_bfloat16_export_needs_the_network_config(tmp_path):
+  with pytest.raises(ValueError, match="unet_config"):
+    export.export_sampler(tiny_models.seeded_tiny_unet(seed=0), tiny_models.TINY_DIFFUSION,
+                          dataclasses.replace(_SAMPLER, compute_dtype="bfloat16"),
+                          str(tmp_path / "sampler"))
+
+
+def test_a_bfloat16_export_serves_in_fresh_process_without_project(tmp_path):
+  export_dir = str(tmp_path / "sampler")
+  export.export_sampler(tiny_models.seeded_tiny_unet(seed=0), tiny_models.TINY_DIFFUSION,
+                        dataclasses.replace(_SAMPLER, compute_dtype="bfloat16"), export_dir,
+                        unet_config=tiny_models.TINY_UNET)
+  result = subprocess.run([sys.executable, "-c", _FRESH_PROCESS_SCRIPT, export_dir],
+                          env=_env_without_project(), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report["outputs"]["images"] == [[2, 28, 28, 1], "uint8"]
+  assert report["outputs"]["denoised_images"] == [[3, 28, 28, 1], "float32"]
+  assert report["project_modules"] == []

@@ -78,12 +78,35 @@ def test_the_new_version_samples_with_the_new_sampler(reexported):
   assert np.abs(dpmpp - ddim).max() > 1e-3
 
 
+def test_a_bfloat16_version_keeps_the_weights_and_samples_close_to_float32(smoke_export_dir,
+                                                                           tmp_path):
+  serving_dir = str(tmp_path / "serving_model")
+  shutil.copytree(smoke_export_dir, os.path.join(serving_dir, "1"))
+  reexport.main(["--serving-dir", serving_dir, "--profile", "smoke", "--compute-dtype", "bfloat16"])
+  new = tf.saved_model.load(os.path.join(serving_dir, "2"))
+  old = tf.saved_model.load(os.path.join(serving_dir, "1"))
+  assert export.exported_sampler_config(new, SMOKE.sampler) == dataclasses.replace(
+      export.exported_sampler_config(old, SMOKE.sampler), compute_dtype="bfloat16")
+  new_weights = {v.name: v for v in new.model_variables}
+  for variable in old.model_variables:
+    assert new_weights[variable.name].dtype == tf.float32
+    np.testing.assert_array_equal(new_weights[variable.name].numpy(), variable.numpy())
+  request = dict(labels=tf.constant([0, 7]), guidance_scale=tf.constant(1.5),
+                 num_steps=tf.constant(3), seed=tf.constant(4))
+  bf16 = new.signatures["serving_default"](**request)
+  fp32 = old.signatures["serving_default"](**request)
+  assert bf16["images"].dtype == tf.uint8 and bf16["images_float"].dtype == tf.float32
+  difference = np.abs(bf16["images_float"].numpy() - fp32["images_float"].numpy())
+  assert 0.0 < difference.max() < 0.1 and difference.mean() < 0.01
+
+
 @pytest.mark.parametrize("flags, message", [
     ([], "nothing to change"),
     (["--num-steps", "0"], "num_steps"),
     (["--guidance", "-1"], "guidance"),
     (["--guidance-interval", "5", "1"], "interval"),
     (["--max-rows-per-call", "0"], "positive"),
+    (["--compute-dtype", "float16"], "invalid choice"),
     (["--sampler", "dpmpp_2m", "--version", "1"], "already exists"),
 ])
 def test_bad_requests_write_nothing(smoke_serving_dir, flags, message, capsys):

@@ -168,3 +168,24 @@ def test_embedding_distinguishes_nearby_sampler_times():
   # The sampler's times differ by 1 / num_steps; with TIME_SCALE they must embed differently.
   embedding = unet.SinusoidalEmbedding(8)(tf.constant([0.5, 0.5 + 1.0 / 1000.0])).numpy()
   assert np.max(np.abs(embedding[0] - embedding[1])) > 0.1
+
+
+def test_bfloat16_network_has_the_float32_weights_and_follows_the_float32_network(model):
+  bf16 = unet.build_unet(tiny_models.TINY_UNET, compute_dtype="bfloat16")
+  assert [(v.name, v.shape, v.dtype) for v in bf16.variables] == [
+      (v.name, v.shape, v.dtype) for v in model.variables]
+  bf16.set_weights(model.get_weights())
+  inputs = [_NOISY, _HALF, tf.constant([3, 10])]
+  reference, output = model(inputs), bf16(inputs)
+  assert output.dtype == tf.float32 and output.shape == reference.shape
+  # bfloat16 keeps 8 bits of mantissa: within a few percent of the output's scale, not equal.
+  scale = float(tf.reduce_max(tf.abs(reference)))
+  assert 0.0 < _max_abs_diff(output, reference) < 0.05 * scale
+  # The policy is the network's own: what is built next computes in float32 again.
+  assert unet.build_unet(tiny_models.TINY_UNET)(inputs).dtype == tf.float32
+  assert model.layers[-1].compute_dtype == "float32"
+
+
+def test_unknown_compute_dtype_is_rejected():
+  with pytest.raises(ValueError, match="compute_dtype"):
+    unet.build_unet(tiny_models.TINY_UNET, compute_dtype="float16")

@@ -62,6 +62,7 @@ class GuidedSamplerModule(tf.Module):
     # The network's UNetConfig as JSON ("" if not given), so restore_unet can rebuild it.
     self.unet_config = tf.Variable(unet_config.to_json() if unet_config else "", trainable=False,
                                    dtype=tf.string)
+    self.compute_dtype = tf.Variable(sampler.compute_dtype, trainable=False, dtype=tf.string)
     # [min, max] noise levels where guidance above 1 applies (max = inf: no upper bound).
     self.guidance_sigma_interval = tf.Variable(
         [sampler.guidance_min_sigma,
@@ -128,7 +129,10 @@ class GuidedSamplerModule(tf.Module):
 def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, export_dir: str,
                    unet_config: Optional[UNetConfig] = None):
   """Writes the serving SavedModel (with TF Serving warm-up requests) and returns the module.
-  `unet_config`, the network's own, is recorded in the SavedModel for restore_unet."""
+  `unet_config`, the network's own, is recorded in the SavedModel for restore_unet. With
+  `sampler.compute_dtype` other than float32 the served network is `model`'s weights in a copy
+  built for that dtype (which needs `unet_config`)."""
+  model = network_for_serving(model, sampler.compute_dtype, unet_config)
   module = GuidedSamplerModule(model, diffusion, sampler, unet_config)
   # The tf.functions, not concrete functions traced here: save() traces in its own context, so a
   # function traced before it is traced again (twice the export time, two copies in the graph).
@@ -138,6 +142,17 @@ def export_sampler(model, diffusion: DiffusionConfig, sampler: SamplerConfig, ex
   warmup.write_warmup_requests(export_dir, warmup.default_warmup_requests(
       guidance_scale=sampler.guidance_scale, num_steps=min(2, sampler.max_steps)))
   return module
+
+
+def network_for_serving(model, compute_dtype: str, unet_config: Optional[UNetConfig]):
+  """`model` itself for float32; else a copy computing in `compute_dtype` with its weights."""
+  if compute_dtype == "float32":
+    return model
+  if unet_config is None:
+    raise ValueError(f"a {compute_dtype} export rebuilds the network: give its unet_config")
+  network = unet.build_unet(unet_config, name=model.name, compute_dtype=compute_dtype)
+  network.set_weights(model.get_weights())
+  return network
 
 
 def exported_unet_config(loaded, fallback: UNetConfig) -> UNetConfig:
@@ -165,7 +180,7 @@ def exported_unet_config(loaded, fallback: UNetConfig) -> UNetConfig:
 def exported_sampler_config(loaded, fallback: SamplerConfig) -> SamplerConfig:
   """The SamplerConfig a loaded sampler SavedModel was exported with: `fallback` with each setting
   the SavedModel records (sampler, default steps and guidance, the request limits, the guidance
-  interval) replaced by the recorded value. `max_rows_per_call` and `null_label` are not
+  interval, the compute dtype) replaced by the recorded value. `max_rows_per_call` and `null_label` are not
   recorded and stay the fallback's; an export from before the interval was recorded
   guides every step, which is what its graph does."""
   def recorded(name):
@@ -178,6 +193,7 @@ def exported_sampler_config(loaded, fallback: SamplerConfig) -> SamplerConfig:
 
   fields = {}
   for field, name, convert in (("sampler", "sampler_name", lambda v: v.decode()),
+                               ("compute_dtype", "compute_dtype", lambda v: v.decode()),
                                ("num_steps", "default_num_steps", int),
                                ("guidance_scale", "default_guidance_scale", decimal),
                                ("max_steps", "max_steps", int),

@@ -26,19 +26,23 @@ class GroupNorm(keras.layers.GroupNormalization):
     group_shape = [-1, self.groups, channels // self.groups]
     # Moments per (example, channel), then per group by the law of total variance (the mean of
     # the channels' variances plus the variance of their means): stable when |mean| >> std.
-    channel_mean, channel_variance = tf.nn.moments(inputs, axes=[1, 2])
+    # In float32 whatever the compute dtype: bfloat16's 8-bit mantissa is too coarse for sums of
+    # a feature map. Only [B, C] statistics are float32; the feature map keeps its dtype.
+    channel_mean, channel_variance = tf.nn.moments(tf.cast(inputs, tf.float32), axes=[1, 2])
     channel_mean = tf.reshape(channel_mean, group_shape)
     group_mean = tf.reduce_mean(channel_mean, -1, keepdims=True)
     variance = (tf.reduce_mean(tf.reshape(channel_variance, group_shape), -1, keepdims=True)
                 + tf.reduce_mean(tf.square(channel_mean - group_mean), -1, keepdims=True))
     scale = tf.math.rsqrt(variance + self.epsilon)
     if self.scale:
-      scale *= tf.reshape(self.gamma, group_shape)
+      scale *= tf.reshape(tf.cast(self.gamma, tf.float32), group_shape)
     offset = -group_mean * scale
     if self.center:
-      offset += tf.reshape(self.beta, group_shape)
+      offset += tf.reshape(tf.cast(self.beta, tf.float32), group_shape)
     scale, offset = tf.reshape(scale, [-1, channels]), tf.reshape(offset, [-1, channels])
     if scale_shift is not None:
+      scale_shift = tf.cast(scale_shift, tf.float32)
       film_scale, film_shift = scale_shift[:, :channels], scale_shift[:, channels:]
       scale, offset = scale * (1.0 + film_scale), offset * (1.0 + film_scale) + film_shift
+    scale, offset = tf.cast(scale, inputs.dtype), tf.cast(offset, inputs.dtype)
     return inputs * scale[:, None, None, :] + offset[:, None, None, :]

@@ -97,14 +97,37 @@ def _check_resolutions(config: UNetConfig) -> None:
     size //= 2
 
 
-def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "unet") -> keras.Model:
-  """Builds the U-Net as a functional Keras model taking [noisy_images, diffusion_times, labels]."""
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "unet",
+               compute_dtype: str = "float32") -> keras.Model:
+  """Builds the U-Net as a functional Keras model taking [noisy_images, diffusion_times, labels].
+
+  `compute_dtype` "bfloat16" builds the same network (the same float32 variables, so the same
+  weights load into it) computing in bfloat16 (Keras' "mixed_bfloat16" policy) and returning
+  float32: a serving option for CPUs with bfloat16 dot products (AVX512_BF16, AMX). The time
+  sinusoids stay float32 (diffusion times rounded to 8 bits would blur their high frequencies),
+  and GroupNorm takes its statistics in float32.
+  """
+  if compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
+  previous_policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(
+      "mixed_bfloat16" if compute_dtype == "bfloat16" else "float32")
+  try:
+    return _build_unet(config, num_classes, name)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _build_unet(config: UNetConfig, num_classes: int, name: str) -> keras.Model:
   noisy_images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="noisy_images")
   diffusion_times = keras.Input((), name="diffusion_times")
   labels = keras.Input((), dtype=tf.int32, name="labels")
 
   dim = config.embedding_dim
-  time_embedding = SinusoidalEmbedding(dim, name="time_sinusoids")(diffusion_times)
+  time_embedding = SinusoidalEmbedding(dim, name="time_sinusoids", dtype="float32")(diffusion_times)
   time_embedding = keras.layers.Dense(dim, activation="swish", name="time_mlp1")(time_embedding)
   time_embedding = keras.layers.Dense(dim, name="time_mlp2")(time_embedding)
   # num_classes + 1 rows: the last one is the null class used for unconditional predictions.
@@ -159,4 +182,6 @@ def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "
   if config.patch_size > 1:
     outputs = keras.layers.Lambda(lambda patches: tf.nn.depth_to_space(patches, config.patch_size),
                                   name="unpatchify")(outputs)
+  if outputs.dtype != tf.float32:
+    outputs = keras.layers.Activation("linear", dtype="float32", name="to_float32")(outputs)
   return keras.Model([noisy_images, diffusion_times, labels], outputs, name=name)
