@@ -41,6 +41,7 @@ from pipeline.config import NUM_CLASSES, EvalConfig  # noqa: E402
 from serving.client import resolve_model_dir  # noqa: E402
 from trainer_module import export  # noqa: E402
 from trainer_module import samplers  # noqa: E402
+from trainer_module import unet  # noqa: E402
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # Where TFX's Trainer and Pusher put a SavedModel inside a Model artifact.
@@ -220,6 +221,8 @@ def main(argv=None):
                       metavar=("MIN_SIGMA", "MAX_SIGMA"),
                       help="re-export with guidance above 1 only at these noise levels "
                            "(SamplerConfig.guidance_min_sigma / guidance_max_sigma; inf = no bound)")
+  parser.add_argument("--compute-dtype", choices=unet.COMPUTE_DTYPES, default=None,
+                      help="re-export the same weights computing in this dtype first")
   parser.add_argument("--name", default=None, help="result file suffix; default: the sampler")
   parser.add_argument("--results-dir", default=RESULTS_DIR)
   args = parser.parse_args(argv)
@@ -234,6 +237,8 @@ def main(argv=None):
     sampler_fields: Dict[str, Any] = {}
     if args.sampler:
       sampler_fields["sampler"] = args.sampler
+    if args.compute_dtype:
+      sampler_fields["compute_dtype"] = args.compute_dtype
     if args.guidance_interval:
       low, high = args.guidance_interval
       sampler_fields.update(guidance_min_sigma=low,

@@ -197,18 +197,19 @@ def test_exported_sampler_and_guidance_interval_are_saved_in_the_model(exported_
       evaluation.SAMPLER_UNKNOWN)
 
 
-def test_quality_reexports_with_another_sampler_and_interval_and_runs_only_the_chosen_combos(
+def test_quality_reexports_with_another_sampler_interval_and_dtype_and_runs_only_the_chosen_combos(
     exported_dir, fakes, tmp_path):
   quality.main(["--model-dir", exported_dir, "--classifier-dir", fakes["classifier"],
                 "--examples-dir", fakes["examples"], "--profile", "smoke",
                 "--samples-per-class", "1", "--combos", "3:1.5", "2:0",
                 "--sampler", "dpmpp_2m", "--guidance-interval", "1", "inf",
-                "--results-dir", str(tmp_path)])
+                "--compute-dtype", "bfloat16", "--results-dir", str(tmp_path)])
   with open(tmp_path / "quality_dpmpp_2m.json") as f:
     result = json.load(f)
   assert result["sampler"] == "dpmpp_2m"
   assert result["model_dir"] == (f"{exported_dir} (re-exported with sampler=dpmpp_2m, "
-                                 "guidance_min_sigma=1.0, guidance_max_sigma=None)")
+                                 "compute_dtype=bfloat16, guidance_min_sigma=1.0, "
+                                 "guidance_max_sigma=None)")
   assert [(c["num_steps"], c["guidance_scale"]) for c in result["combinations"]] == [
       (3, 1.5), (2, 0.0)]
 
