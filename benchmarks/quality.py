@@ -71,10 +71,16 @@ def parse_combo(text: str) -> Tuple[int, float]:
 
 def reexport_with_sampler(model_dir: str, profile: config_lib.PipelineConfig,
                           export_dir: str, **sampler_fields: Any) -> str:
-  """The weights of the SavedModel at `model_dir`, exported again with the profile's SamplerConfig
-  with `sampler_fields` replaced (another sampler, a guidance interval)."""
-  export.reexport_sampler(saved_model_dir(model_dir), export_dir, profile.diffusion,
-                          dataclasses.replace(profile.sampler, **sampler_fields), profile.unet)
+  """The weights of the SavedModel at `model_dir`, exported again with the sampler settings it
+  records (the profile's where it records none) and `sampler_fields` replaced (another sampler,
+  guidance interval, chunk limit or compute dtype): a change of one setting keeps the others, so
+  a bfloat16 or DPM-Solver++ re-export measured with another chunk limit stays what it was."""
+  source_dir = saved_model_dir(model_dir)
+  loaded = tf.saved_model.load(source_dir)
+  recorded = export.exported_sampler_config(loaded, profile.sampler)
+  export.reexport_sampler(source_dir, export_dir, profile.diffusion,
+                          dataclasses.replace(recorded, **sampler_fields), profile.unet,
+                          loaded=loaded)
   return export_dir
 
 
