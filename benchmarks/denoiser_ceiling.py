@@ -157,12 +157,7 @@ def main(argv=None):
                              if (r["experiment"], r["objective"], r["train"]["train_steps"]) != key
                              ] + [result]
     results["machine"] = machine.describe()
-    os.makedirs(args.results_dir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(results, f, indent=2)
-    with open(os.path.join(args.results_dir, f"{args.name}.md"), "w") as f:
-      f.write(markdown_table(results))
-    print(markdown_table(results), flush=True)
+    sweep.write_results(args.results_dir, args.name, results, markdown_table(results))
 
 
 if __name__ == "__main__":

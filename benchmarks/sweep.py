@@ -188,6 +188,17 @@ def markdown_table(results: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def write_results(results_dir: str, name: str, results: Mapping[str, Any], table: str) -> None:
+  """Writes <name>.json and the markdown <name>.md after each experiment (so a stopped run keeps
+  what it finished), and prints the table."""
+  os.makedirs(results_dir, exist_ok=True)
+  with open(os.path.join(results_dir, f"{name}.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  with open(os.path.join(results_dir, f"{name}.md"), "w") as f:
+    f.write(table)
+  print(table, flush=True)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--classifier-dir", required=True,
@@ -229,12 +240,7 @@ def main(argv=None):
     results["experiments"].append(result)
     results.update({"machine": machine.describe(), "sweep_eval": eval_config.to_dict(),
                     "guidance_scales": list(SWEEP_GUIDANCE)})
-    os.makedirs(args.results_dir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(results, f, indent=2)
-    with open(os.path.join(args.results_dir, f"{args.name}.md"), "w") as f:
-      f.write(markdown_table(results))
-    print(markdown_table(results), flush=True)
+    write_results(args.results_dir, args.name, results, markdown_table(results))
 
 
 if __name__ == "__main__":
