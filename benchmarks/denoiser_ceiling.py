@@ -142,11 +142,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   base = config_lib.profile(args.profile)
   config = sweep.experiment_config(args.experiment, args.train_steps or base.train.train_steps, base)
-  path = os.path.join(args.results_dir, f"{args.name}.json")
-  results = {"objectives": []}
-  if os.path.exists(path):
-    with open(path) as f:
-      results = json.load(f)
+  results = sweep.read_results(args.results_dir, args.name, {"objectives": []})
   for objective in args.objectives:
     command = (f"python -m benchmarks.denoiser_ceiling --profile {args.profile} --experiment "
                f"{args.experiment} --objectives {objective} --train-steps {config.train.train_steps}")

@@ -188,6 +188,15 @@ def markdown_table(results: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def read_results(results_dir: str, name: str, empty: Dict[str, Any]) -> Dict[str, Any]:
+  """<name>.json as an earlier run left it (new rows are added to it), else `empty`."""
+  path = os.path.join(results_dir, f"{name}.json")
+  if not os.path.exists(path):
+    return empty
+  with open(path) as f:
+    return json.load(f)
+
+
 def write_results(results_dir: str, name: str, results: Mapping[str, Any], table: str) -> None:
   """Writes <name>.json and the markdown <name>.md after each experiment (so a stopped run keeps
   what it finished), and prints the table."""
@@ -222,11 +231,7 @@ def main(argv=None):
   num_samples = eval_config.samples_per_class * 10
   real = evaluation.RealData.from_images(to_unit(eval_images), to_unit(train_images), judge,
                                          num_samples, eval_config.seed)
-  path = os.path.join(args.results_dir, f"{args.name}.json")
-  results = {"experiments": []}
-  if os.path.exists(path):
-    with open(path) as f:
-      results = json.load(f)
+  results = read_results(args.results_dir, args.name, {"experiments": []})
   for name in args.only:
     # The command that reproduces this experiment alone (each one is independent and seeded).
     command = (f"python -m benchmarks.sweep --classifier-dir {shlex.quote(args.classifier_dir)} "
