@@ -183,7 +183,7 @@ class SamplerConfig(_JsonMixin):
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
   # The served network's arithmetic: "float32", or "bfloat16" (the same float32 weights, computing
   # in bfloat16) for CPUs with bfloat16 dot products, where it is faster (README, "Serving in
-  # bfloat16"); on CPUs without them it is slower. Recorded in the SavedModel.
+  # bfloat16"); CPUs without them were not measured. Recorded in the SavedModel.
   compute_dtype: str = "float32"
 
 

@@ -128,7 +128,7 @@ def main(argv=None):
                       help="network rows per call inside the graph, or 'none' for one call per step")
   parser.add_argument("--compute-dtype", choices=unet.COMPUTE_DTYPES, default=None,
                       help="the served network's arithmetic (bfloat16: faster on CPUs with "
-                           "bfloat16 dot products, slower on others)")
+                           "bfloat16 dot products such as AVX512_BF16)")
   parser.add_argument("--version", type=int, default=None,
                       help="version number to write (default: the highest there + 1)")
   args = parser.parse_args(argv)
