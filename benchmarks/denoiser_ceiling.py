@@ -34,8 +34,7 @@ from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline.config import NUM_CLASSES, PipelineConfig  # noqa: E402
 from components.mnist_example_gen import idx  # noqa: E402
-from trainer_module import clipped_noise, transform  # noqa: E402
-from trainer_module import schedule as schedule_lib  # noqa: E402
+from trainer_module import clipped_noise, samplers  # noqa: E402
 from trainer_module import train as train_lib  # noqa: E402
 
 OBJECTIVES = ("mse", "log_mse")
@@ -54,19 +53,13 @@ class ProtocolDenoiserTrainer(train_lib.DiffusionTrainer):
     self.noise_sigma = config.eval.denoise_sigma
 
   def denoise(self, model, noisy_images, training=False):
-    """[0, 1] noisy (clipped) images -> [0, 1] estimates, unclamped so the loss keeps its gradient."""
+    """[0, 1] noisy (clipped) images -> [0, 1] estimates, by the served `denoise`'s own math minus
+    its final clip, so the loss keeps its gradient at the bounds."""
     noisy = clipped_noise.unclip(noisy_images, self.noise_sigma)
     null_labels = tf.fill([tf.shape(noisy)[0]], NUM_CLASSES)
-    # The served path, minus its final clip to [-1, 1]: an estimate on the far side of a bound
-    # would get no gradient pulling it back.
-    times = self.schedule.time_at_noise_ratio(2.0 * self.noise_sigma)
-    signal_rate, noise_rate = self.schedule.rates(times)
-    model_input = signal_rate * transform.from_unit_range(noisy)
-    predictions = model([model_input, tf.fill([tf.shape(noisy)[0]], times), null_labels],
-                        training=training)
-    pred_images, _ = schedule_lib.split_prediction(
-        predictions, model_input, signal_rate, noise_rate, self.config.diffusion.prediction)
-    return (pred_images + 1.0) * 0.5
+    return samplers.denoise_unit_range(model, noisy, self.noise_sigma, null_labels, self.schedule,
+                                       self.config.diffusion.prediction, clip=False,
+                                       training=training)
 
   def loss(self, images, labels, training=True):
     del labels  # the protocol gives the denoiser the noisy image alone

@@ -244,26 +244,29 @@ def dpmpp_2m_update(step, num_steps, noisy_images, pred_images, previous_pred_im
 
 
 def denoise_once(model: Callable, noisy_images, diffusion_times, labels,
-                 schedule: schedule_lib.CosineSchedule, prediction: str):
-  """One network evaluation: the model's x0 estimate (clipped to [-1, 1]) at the given times."""
+                 schedule: schedule_lib.CosineSchedule, prediction: str, clip: bool = True,
+                 training: bool = False):
+  """One network evaluation: the model's x0 estimate (clipped to [-1, 1] unless `clip` is False,
+  as a training loss needs: a clipped estimate gets no gradient back) at the given times."""
   signal_rates, noise_rates = schedule.rates(diffusion_times)
   signal_rates = signal_rates[:, None, None, None]
   noise_rates = noise_rates[:, None, None, None]
-  predictions = model([noisy_images, diffusion_times, tf.cast(labels, tf.int32)], training=False)
+  predictions = model([noisy_images, diffusion_times, tf.cast(labels, tf.int32)], training=training)
   pred_images, _ = schedule_lib.split_prediction(predictions, noisy_images, signal_rates,
                                                  noise_rates, prediction)
-  return tf.clip_by_value(pred_images, -1.0, 1.0)
+  return tf.clip_by_value(pred_images, -1.0, 1.0) if clip else pred_images
 
 
 def denoise_unit_range(model: Callable, noisy_images, noise_sigma, labels,
-                       schedule: schedule_lib.CosineSchedule, prediction: str):
+                       schedule: schedule_lib.CosineSchedule, prediction: str, clip: bool = True,
+                       training: bool = False):
   """One-step x0 estimate for images in [0, 1] carrying Gaussian noise of std `noise_sigma` (in
-  [0, 1] units); returns images in [0, 1]."""
+  [0, 1] units); returns images in [0, 1] (unclamped if `clip` is False, see denoise_once)."""
   noisy = transform.from_unit_range(noisy_images)
   # In model space the noise std doubles; the matching time has noise_rate / signal_rate = 2 sigma,
   # and scaling by signal_rate turns (x0 + 2 sigma n) into signal * x0 + noise * n.
   times = schedule.time_at_noise_ratio(2.0 * noise_sigma)
   signal_rate, _ = schedule.rates(times)
   pred_images = denoise_once(model, signal_rate * noisy, tf.fill([tf.shape(noisy)[0]], times),
-                             labels, schedule, prediction)
-  return transform.to_unit_range(pred_images)
+                             labels, schedule, prediction, clip, training)
+  return transform.to_unit_range(pred_images) if clip else (pred_images + 1.0) * 0.5
