@@ -3,7 +3,8 @@
   python -m benchmarks.serving_latency --model-dir runs/serving_model --profile cpu \
       --batch-sizes 1 10 100 --steps 10 20 50 --repeats 5 --guidance 1.6
 --model-dir is a SavedModel or a serving directory (its highest numeric version is used). The
-exported sampler runs in a fresh process that imports only TensorFlow, as a server would load it.
+exported sampler runs in a fresh process that imports only TensorFlow, as a server would load it,
+and its calls alternate with the baseline's, so both see the machine at the same speed.
 The baseline is the usual tutorial loop: a Python `for` over steps, each an eager call of the same
 U-Net (built from --profile, weights restored from the SavedModel), with the math of the sampler
 and guidance interval the model was exported with (DDIM or DPM-Solver++(2M)). Its timing leaves
@@ -50,12 +51,16 @@ TARGET_SPEEDUP = 2.0
 LOOP_SAMPLERS = ("ddim", "dpmpp_2m")
 
 # The child: TensorFlow only, so the numbers are what a server that never saw this project gets.
+# It stays up and answers one timing request per stdin line, so the parent can alternate its calls
+# with the Python loop's: the machine's speed drifts by 10-20% over minutes, and a grid timed one
+# side after the other put that drift into the speed-up (run 16: 1.48x in one grid, 1.98x in the next).
+_REPLY_MARK = "@@timing "
 _FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port  # oneDNN on? (TF_ENABLE_ONEDNN_OPTS)
-    request = json.loads(sys.argv[2])
+    guidance_scale = float(sys.argv[2])
     start = time.perf_counter()
     loaded = tf.saved_model.load(sys.argv[1])
     load_seconds = time.perf_counter() - start
@@ -64,39 +69,74 @@ _FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     def call(batch_size, num_steps, seed):
       start = time.perf_counter()
       outputs = serve(labels=tf.constant([i % 10 for i in range(batch_size)], tf.int32),
-                      guidance_scale=tf.constant(request["guidance_scale"], tf.float32),
+                      guidance_scale=tf.constant(guidance_scale, tf.float32),
                       num_steps=tf.constant(num_steps, tf.int32), seed=tf.constant(seed, tf.int32))
       outputs["images"].numpy()
       return time.perf_counter() - start
 
+    def reply(payload):
+      print(REPLY_MARK + json.dumps(payload), flush=True)
+
     first_call_seconds = call(1, 1, 0)
-    runs = []
-    for batch_size, num_steps in request["grid"]:
-      call(batch_size, num_steps, 0)  # warm-up: kernels and buffers for this shape
-      seconds = [call(batch_size, num_steps, 1 + r) for r in range(request["repeats"])]
-      runs.append({"batch_size": batch_size, "num_steps": num_steps, "seconds": seconds})
-    print(json.dumps({
-        "tensorflow": tf.__version__, "onednn": bool(_pywrap_util_port.IsMklEnabled()),
-        "load_seconds": load_seconds,
-        "first_call_seconds": first_call_seconds, "runs": runs,
-        "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in PROJECT_PACKAGES),
-    }))
-""").replace("PROJECT_PACKAGES", repr(_PROJECT_PACKAGES))
+    reply({"tensorflow": tf.__version__, "onednn": bool(_pywrap_util_port.IsMklEnabled()),
+           "load_seconds": load_seconds, "first_call_seconds": first_call_seconds})
+    for line in sys.stdin:
+      request = json.loads(line)
+      reply({"seconds": call(request["batch_size"], request["num_steps"], request["seed"])})
+    reply({"project_modules": sorted(m for m in sys.modules
+                                     if m.split(".")[0] in PROJECT_PACKAGES)})
+""").replace("PROJECT_PACKAGES", repr(_PROJECT_PACKAGES)).replace("REPLY_MARK", repr(_REPLY_MARK))
 
 
-def time_in_fresh_process(model_dir: str, grid: Sequence[Sequence[int]], repeats: int,
-                          guidance_scale: float) -> dict:
-  """Times serving_default in a new interpreter that imports only TensorFlow; returns its JSON."""
-  model_dir = os.path.abspath(model_dir)
-  request = {"grid": [list(cell) for cell in grid], "repeats": repeats,
-             "guidance_scale": guidance_scale}
-  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-  result = subprocess.run(
-      [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, model_dir, json.dumps(request)],
-      cwd=os.path.dirname(model_dir), env=env, capture_output=True, text=True, check=False)
-  if result.returncode != 0:
-    raise RuntimeError(f"fresh process failed ({result.returncode}):\n{result.stderr[-3000:]}")
-  return json.loads(result.stdout.strip().splitlines()[-1])
+class FreshProcessSampler:
+  """serving_default in a new interpreter that imports only TensorFlow, timed one call at a time.
+
+  `info` holds the child's TensorFlow version, oneDNN state, load and first-call seconds; after
+  `close()` it also lists the project modules the child imported (none, or the timing is void).
+  """
+
+  def __init__(self, model_dir: str, guidance_scale: float):
+    model_dir = os.path.abspath(model_dir)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
+    self._stderr = tempfile.TemporaryFile(mode="w+")  # a file, so TF's logging never blocks it
+    self._process = subprocess.Popen(
+        [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, model_dir, repr(guidance_scale)],
+        cwd=os.path.dirname(model_dir), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=self._stderr, text=True)
+    self.info = self._read_reply()
+
+  def _read_reply(self) -> dict:
+    for line in self._process.stdout:
+      if line.startswith(_REPLY_MARK):
+        return json.loads(line[len(_REPLY_MARK):])
+    self._process.wait()
+    self._stderr.seek(0)
+    raise RuntimeError(f"fresh process failed ({self._process.returncode}):\n"
+                       f"{self._stderr.read()[-3000:]}")
+
+  def call(self, batch_size: int, num_steps: int, seed: int) -> float:
+    """Seconds for one serving_default request, measured inside the child."""
+    self._process.stdin.write(json.dumps(
+        {"batch_size": batch_size, "num_steps": num_steps, "seed": seed}) + "\n")
+    self._process.stdin.flush()
+    return self._read_reply()["seconds"]
+
+  def close(self) -> dict:
+    if self._process.poll() is None:
+      self._process.stdin.close()
+      self.info.update(self._read_reply())
+      self._process.wait()
+    self._stderr.close()
+    return self.info
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, *unused):
+    if exc_type is not None:
+      self._process.kill()
+      self._process.wait()
+    self.close()
 
 
 class PythonLoopSampler:
@@ -158,19 +198,37 @@ def _summary(seconds: Sequence[float], batch_size: int) -> dict:
           "seconds": [float(s) for s in seconds]}
 
 
-def time_python_loop(sampler: PythonLoopSampler, grid: Sequence[Sequence[int]], repeats: int,
+def time_interleaved(fresh: FreshProcessSampler, loop: PythonLoopSampler,
+                     grid: Sequence[Sequence[int]], repeats: int,
                      guidance_scale: float) -> List[dict]:
+  """Times both samplers on each (batch, steps) cell, their calls alternating.
+
+  Repeat r of each side uses seed r (the Python loop's noise is drawn before its clock starts);
+  one untimed call of each side warms up the cell's shapes. The side that goes first alternates
+  too, so a drift of the machine's speed within a pair favours neither.
+  """
   runs = []
   for batch_size, num_steps in grid:
     labels = np.arange(batch_size) % NUM_CLASSES
-    seconds = []
-    for repeat in range(repeats + 1):  # the first is a warm-up
-      noise = samplers.initial_noise(tf.constant(repeat, tf.int32), batch_size)
+
+    def in_graph(seed):
+      return fresh.call(batch_size, num_steps, seed)
+
+    def python_loop(seed):
+      noise = samplers.initial_noise(tf.constant(seed, tf.int32), batch_size)
       start = time.perf_counter()
-      sampler.sample(noise, labels, num_steps, guidance_scale)
-      if repeat:
-        seconds.append(time.perf_counter() - start)
-    runs.append({"batch_size": batch_size, "num_steps": num_steps, "seconds": seconds})
+      loop.sample(noise, labels, num_steps, guidance_scale)
+      return time.perf_counter() - start
+
+    sides = {"in_graph": in_graph, "python_loop": python_loop}
+    for time_call in sides.values():
+      time_call(0)
+    seconds = {name: [] for name in sides}
+    for repeat in range(1, repeats + 1):
+      for name in (sides if repeat % 2 else reversed(sides)):
+        seconds[name].append(sides[name](repeat))
+    runs.append({"batch_size": batch_size, "num_steps": num_steps,
+                 **{f"{name}_seconds": seconds[name] for name in sides}})
   return runs
 
 
@@ -178,7 +236,6 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
             steps: Sequence[int], repeats: int, guidance_scale: float) -> dict:
   model_dir = resolve_model_dir(model_dir)
   grid = [(b, s) for b in batch_sizes for s in steps]
-  fresh = time_in_fresh_process(model_dir, grid, repeats, guidance_scale)
   loaded = tf.saved_model.load(model_dir)
   model, unet_config = export.unet_from_loaded(loaded, config.unet, model_dir)
   # The Python loop does the math of the sampler and guidance interval the model was exported
@@ -186,15 +243,20 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
   sampler = export.exported_sampler_config(loaded, config.sampler)
   loop_network = export.network_for_serving(model, sampler.compute_dtype, unet_config)
   loop_sampler = PythonLoopSampler(loop_network, config.diffusion, sampler)
-  loop_runs = time_python_loop(loop_sampler, grid, repeats, guidance_scale)
+  with FreshProcessSampler(model_dir, guidance_scale) as fresh_sampler:
+    runs = time_interleaved(fresh_sampler, loop_sampler, grid, repeats, guidance_scale)
+  fresh = fresh_sampler.info
   # A guided step runs the doubled batch, one at scale 0 or 1 or outside the guidance interval.
   forward_flops = flops.forward_flops(model, 1)
   machine_rate = flops.matmul_flops_per_second()
   rows = []
-  for graph_run, loop_run in zip(fresh["runs"], loop_runs):
-    batch_size, num_steps = graph_run["batch_size"], graph_run["num_steps"]
-    in_graph = _summary(graph_run["seconds"], batch_size)
-    python_loop = _summary(loop_run["seconds"], batch_size)
+  for run in runs:
+    batch_size, num_steps = run["batch_size"], run["num_steps"]
+    in_graph = _summary(run["in_graph_seconds"], batch_size)
+    python_loop = _summary(run["python_loop_seconds"], batch_size)
+    # Each repeat's two calls ran back to back, so their ratio carries little of the drift.
+    pair_speedups = [loop_s / graph_s for graph_s, loop_s in
+                     zip(run["in_graph_seconds"], run["python_loop_seconds"])]
     rows_per_sample = samplers.network_rows_per_sample(
         num_steps, guidance_scale, export.schedule_from_config(config.diffusion),
         sampler.guidance_min_sigma, sampler.guidance_max_sigma)
@@ -203,6 +265,7 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
         "batch_size": batch_size, "num_steps": num_steps, "network_rows_per_sample": rows_per_sample,
         "in_graph": in_graph,
         "python_loop": python_loop, "speedup_p50": python_loop["p50_s"] / in_graph["p50_s"],
+        "pair_speedups": pair_speedups,
         "in_graph_gflops": achieved / 1e9, "in_graph_share_of_matmul_rate": achieved / machine_rate,
     })
   target_row = next((r for r in rows if (r["batch_size"], r["num_steps"]) ==
@@ -234,14 +297,16 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
 
 def markdown_table(result: dict) -> str:
   lines = ["| batch | steps | in-graph p50 (s) | p95 (s) | images/s | Python loop p50 (s) "
-           "| p95 (s) | images/s | speed-up | in-graph GFLOP/s | share of matmul rate |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| p95 (s) | images/s | speed-up | paired speed-ups | in-graph GFLOP/s "
+           "| share of matmul rate |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in result["rows"]:
     graph, loop = row["in_graph"], row["python_loop"]
     lines.append(
         f"| {row['batch_size']} | {row['num_steps']} | {graph['p50_s']:.3f} | {graph['p95_s']:.3f} "
         f"| {graph['images_per_second']:.1f} | {loop['p50_s']:.3f} | {loop['p95_s']:.3f} "
         f"| {loop['images_per_second']:.1f} | {row['speedup_p50']:.2f}x "
+        f"| {min(row['pair_speedups']):.2f}-{max(row['pair_speedups']):.2f}x "
         f"| {row['in_graph_gflops']:.2f} | {row['in_graph_share_of_matmul_rate']:.1%} |")
   return "\n".join(lines)
 

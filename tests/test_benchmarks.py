@@ -126,6 +126,9 @@ def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, caps
       assert timing["images_per_second"] == pytest.approx(row["batch_size"] / timing["p50_s"])
     assert row["speedup_p50"] == pytest.approx(
         row["python_loop"]["p50_s"] / row["in_graph"]["p50_s"])
+    assert row["pair_speedups"] == pytest.approx(
+        [loop / graph for graph, loop in zip(row["in_graph"]["seconds"],
+                                             row["python_loop"]["seconds"])])
     assert row["in_graph_share_of_matmul_rate"] == pytest.approx(
         row["in_graph_gflops"] * 1e9 / 1e10)
     # Guided (scale 1.5) over 2 steps at sigma 50 and 1.01: only the second lies in the default
@@ -134,6 +137,36 @@ def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, caps
   assert result["targets"]["p50_10_digits_20_steps_under_1s"]["met"] is None  # not in the grid
   assert isinstance(result["targets"]["in_graph_speedup_at_least_2x"]["met"], bool)
   assert "| batch | steps |" in capsys.readouterr().out
+
+
+def test_time_interleaved_alternates_the_two_samplers():
+  calls = []
+
+  class FakeFresh:
+    def call(self, batch_size, num_steps, seed):
+      calls.append(("in_graph", seed))
+      return 0.5
+
+  class FakeLoop:
+    def sample(self, noise, labels, num_steps, guidance_scale):
+      seed = next(s for s in range(4) if np.array_equal(
+          noise, serving_latency.samplers.initial_noise(tf.constant(s), len(labels))))
+      calls.append(("python_loop", seed))
+      assert (num_steps, guidance_scale, list(labels)) == (3, 1.5, [0, 1])
+
+  runs = serving_latency.time_interleaved(FakeFresh(), FakeLoop(), [(2, 3)], repeats=3,
+                                          guidance_scale=1.5)
+  # An untimed warm-up of each, then repeat r of both sides back to back with seed r, the side
+  # that goes first alternating.
+  assert calls == [("in_graph", 0), ("python_loop", 0), ("in_graph", 1), ("python_loop", 1),
+                   ("python_loop", 2), ("in_graph", 2), ("in_graph", 3), ("python_loop", 3)]
+  assert len(runs) == 1 and runs[0]["in_graph_seconds"] == [0.5] * 3
+  assert len(runs[0]["python_loop_seconds"]) == 3
+
+
+def test_fresh_process_sampler_reports_a_model_it_cannot_load(tmp_path):
+  with pytest.raises(RuntimeError, match="fresh process failed"):
+    serving_latency.FreshProcessSampler(str(tmp_path / "no_model"), guidance_scale=1.0)
 
 
 def test_serving_latency_reexports_with_another_chunk_limit(exported_dir, tmp_path, monkeypatch):
