@@ -121,6 +121,7 @@ def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: Eval
     combo_start = time.perf_counter()
     sampled, samples = evaluation.sampling_metrics(model, judge, real, combo_config, timings)
     wall = time.perf_counter() - combo_start
+    sampled.pop("judge_accuracy_on_eval", None)  # the same in every combination: once, in real_floor
     grid_path = os.path.join(grid_dir, _grid_name(num_steps, guidance_scale))
     grid = report.sample_grid(evaluation.grid_images(model, samples, combo_config))
     with open(grid_path, "wb") as f:

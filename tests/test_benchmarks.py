@@ -206,6 +206,7 @@ def test_quality_writes_results(exported_dir, fakes, tmp_path):
     assert set(combo["frechet"]) >= {"distance", "real_floor", "ratio", "kid"}
     assert combo["wall_s"] > 0 and set(combo["timings_s"]) == {"sampling", "judging"}
     assert os.path.getsize(tmp_path / combo["grid_png"]) > 0
+    assert "judge_accuracy_on_eval" not in combo  # once, in real_floor
   with open(tmp_path / "quality_ddim.md") as f:
     markdown = f.read()
   assert "| steps | guidance | class agreement |" in markdown
