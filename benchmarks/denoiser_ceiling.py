@@ -34,7 +34,7 @@ from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline.config import NUM_CLASSES, PipelineConfig  # noqa: E402
 from components.mnist_example_gen import idx  # noqa: E402
-from trainer_module import clipped_noise, samplers  # noqa: E402
+from trainer_module import clipped_noise, samplers, transform  # noqa: E402
 from trainer_module import train as train_lib  # noqa: E402
 
 OBJECTIVES = ("mse", "log_mse")
@@ -63,7 +63,7 @@ class ProtocolDenoiserTrainer(train_lib.DiffusionTrainer):
 
   def loss(self, images, labels, training=True):
     del labels  # the protocol gives the denoiser the noisy image alone
-    clean = (images + 1.0) * 0.5
+    clean = transform.to_unit_range(images)  # training images lie in [-1, 1]
     noisy = tf.clip_by_value(clean + self.noise_sigma * self.rng.normal(tf.shape(clean)), 0.0, 1.0)
     per_image = tf.reduce_mean(tf.square(self.denoise(self.model, noisy, training) - clean), axis=[1, 2, 3])
     if self.objective == "log_mse":

@@ -269,4 +269,4 @@ def denoise_unit_range(model: Callable, noisy_images, noise_sigma, labels,
   signal_rate, _ = schedule.rates(times)
   pred_images = denoise_once(model, signal_rate * noisy, tf.fill([tf.shape(noisy)[0]], times),
                              labels, schedule, prediction, clip, training)
-  return transform.to_unit_range(pred_images) if clip else (pred_images + 1.0) * 0.5
+  return transform.to_unit_range(pred_images, clip)

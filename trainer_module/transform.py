@@ -17,9 +17,11 @@ def scale_pixels(pixels: tf.Tensor) -> tf.Tensor:
   return tf.cast(pixels, tf.float32) * (2.0 / PIXEL_MAX) - 1.0
 
 
-def to_unit_range(images: tf.Tensor) -> tf.Tensor:
-  """Maps model space [-1, 1] back to [0, 1] (clipped)."""
-  return tf.clip_by_value((images + 1.0) * 0.5, 0.0, 1.0)
+def to_unit_range(images: tf.Tensor, clip: bool = True) -> tf.Tensor:
+  """Maps model space [-1, 1] back to [0, 1], clipped unless `clip` is False (a training loss on
+  the result needs the gradient at the bounds)."""
+  unit = (images + 1.0) * 0.5
+  return tf.clip_by_value(unit, 0.0, 1.0) if clip else unit
 
 
 def from_unit_range(images: tf.Tensor) -> tf.Tensor:
