@@ -175,11 +175,12 @@ class SamplerConfig(_JsonMixin):
   guidance_max_sigma: Optional[float] = DEFAULT_GUIDANCE_MAX_SIGMA
   max_steps: int = 1000
   max_batch: int = 256
-  # The network runs on at most this many rows per call (samplers.chunked_network): big guided
-  # batches outgrew the CPU caches on the older networks (51 vs 39-40 GFLOP/s in chunks of 40).
-  # On run 11's network no limit from 20 to 200 rows wins clearly, so 40 stays and bounds the
-  # activations a big request holds (docs/runs.md "Serving latency"); None = one call per step.
-  max_rows_per_call: Optional[int] = 40
+  # The network runs on at most this many rows per call (samplers.chunked_network), which bounds
+  # the activations a big request holds; None = one call per step. 200 is one call per guided
+  # step of 100 digits: on the 2-core Xeon without bfloat16 that was 1.4-1.65x faster than the
+  # 40 of runs 3-20 (2.15-2.19x the Python loop against 1.55-1.72x), on the AVX-512 EPYC as
+  # fast or faster (README "Chunks of the network call").
+  max_rows_per_call: Optional[int] = 200
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
   # The served network's arithmetic: "float32", or "bfloat16" (the same float32 weights, computing
   # in bfloat16) for CPUs with bfloat16 dot products, where it is faster (README, "Serving in

@@ -58,11 +58,11 @@ def chunk_layout(rows, max_rows: int):
 def chunked_network(model: Callable, max_rows: int) -> Callable:
   """`model`, called on the chunks of `chunk_layout(rows, max_rows)`, one at a time.
 
-  Same outputs, bounded activations: a guided request for 100 digits is 200 rows. On the older,
-  wider networks the chunks also saved time (the same convolutions ran at 51 GFLOP/s on chunks of
-  40 instead of 39-40 on the whole batch); on run 11's network no chunk size wins clearly (docs/runs.md,
-  "Serving latency"). Every row is computed independently of the others (GroupNorm is per
-  sample), so chunking changes no result.
+  Same outputs, bounded activations: a guided request for 256 digits is 512 rows. On the older,
+  wider networks small chunks also saved time (51 GFLOP/s on chunks of 40 instead of 39-40 on the
+  whole batch); on the current network they cost time on some CPUs (README, "Chunks of the
+  network call"). Every row is computed independently of the others (GroupNorm is per sample), so
+  chunking changes no result.
 
   One chunk at a time: two in flight ran 12% faster, but TensorFlow 2.16's oneDNN convolution is
   not safe to run twice at once in one graph (a first call segfaulted in
