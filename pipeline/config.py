@@ -177,9 +177,9 @@ class SamplerConfig(_JsonMixin):
   max_batch: int = 256
   # The network runs on at most this many rows per call (samplers.chunked_network), which bounds
   # the activations a big request holds; None = one call per step. 200 is one call per guided
-  # step of 100 digits: on the 2-core Xeon without bfloat16 that was 1.4-1.65x faster than the
-  # 40 of runs 3-20 (2.15-2.19x the Python loop against 1.55-1.72x), on the AVX-512 EPYC as
-  # fast or faster (README "Chunks of the network call").
+  # step of 100 digits: on the 2-core Xeon without bfloat16 it led the Python loop by 2.15-2.19x
+  # where the 40 of runs 3-20 led it by 1.55-1.72x; on the AVX-512 EPYC it was as fast or faster
+  # (README "Chunks of the network call").
   max_rows_per_call: Optional[int] = 200
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
   # The served network's arithmetic: "float32", or "bfloat16" (the same float32 weights, computing
