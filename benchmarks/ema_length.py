@@ -31,11 +31,6 @@ from trainer_module import train as train_lib  # noqa: E402
 from trainer_module.unet import build_unet  # noqa: E402
 
 
-def ema_decay_at(step: tf.Tensor, ema_decay: float) -> tf.Tensor:
-  """The Trainer's EMA decay at `step` (float32): its warm-up, capped at `ema_decay`."""
-  return tf.minimum(ema_decay, (1.0 + step) / (10.0 + step))
-
-
 class MultiEmaTrainer(train_lib.DiffusionTrainer):
   """The Trainer's DiffusionTrainer with extra weight averages, one per decay, updated after each
   step exactly as its own `ema_model` is."""
@@ -57,12 +52,9 @@ class MultiEmaTrainer(train_lib.DiffusionTrainer):
   def train_step(self, images, labels):
     step = tf.cast(self.step, tf.float32)  # the step the parent's own EMA update uses
     loss = super().train_step(images, labels)
-    with tf.control_dependencies([loss]):
-      for ema_decay, average in self.extra_emas.items():
-        decay = ema_decay_at(step, ema_decay)
-        for ema_variable, variable in zip(average.weights, self.model.weights):
-          ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
-    return tf.identity(loss)
+    for ema_decay, average in self.extra_emas.items():
+      train_lib.update_average(average, self.model, train_lib.ema_decay_at(step, ema_decay))
+    return loss
 
   def averages(self) -> Dict[float, tf.keras.Model]:
     """decay -> its averaged network, the Trainer's own `ema_decay` included."""
@@ -86,7 +78,7 @@ def main(argv=None):
   # The profile's own decay is the Trainer's ema_model; the others are extra averages.
   train = dataclasses.replace(train, ema_decay=args.decays[0])
   config = dataclasses.replace(config, train=train)
-  last_warmup = float(ema_decay_at(tf.constant(train.train_steps - 1.0), 1.0))
+  last_warmup = float(train_lib.ema_decay_at(tf.constant(train.train_steps - 1.0), 1.0))
   for decay in args.decays:
     if decay > last_warmup:
       print(f"decay {decay:g} never binds in {train.train_steps} steps (the warm-up ends at "

@@ -129,13 +129,22 @@ class DiffusionTrainer(tf.Module):
       loss = self.loss(images, labels)
     variables = self.model.trainable_variables
     self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    # EMA with a warm-up (decay grows from 0.1 toward ema_decay) so early averages are not stale.
-    step = tf.cast(self.step, tf.float32)
-    decay = tf.minimum(self.config.train.ema_decay, (1.0 + step) / (10.0 + step))
-    for ema_variable, variable in zip(self.ema_model.weights, self.model.weights):
-      ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
+    update_average(self.ema_model, self.model,
+                   ema_decay_at(tf.cast(self.step, tf.float32), self.config.train.ema_decay))
     self.step.assign_add(1)
     return loss
+
+
+def ema_decay_at(step: tf.Tensor, ema_decay: float) -> tf.Tensor:
+  """The EMA decay at `step` (float32): a warm-up, 0.1 at step 0 and growing toward 1, capped at
+  `ema_decay`, so early averages are not stale."""
+  return tf.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
+def update_average(average, model, decay: tf.Tensor) -> None:
+  """One EMA step of `average`'s weights toward `model`'s."""
+  for ema_variable, variable in zip(average.weights, model.weights):
+    ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
 
 
 def checkpoint_dir_for(checkpoint_root: str, train_files: Iterable[str], config: PipelineConfig) -> str:
