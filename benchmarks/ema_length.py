@@ -31,6 +31,11 @@ from trainer_module import train as train_lib  # noqa: E402
 from trainer_module.unet import build_unet  # noqa: E402
 
 
+def _decay_key(decay: float) -> str:
+  """0.9995 -> "0_9995": a name for checkpoint keys and layers."""
+  return f"{decay:g}".replace(".", "_")
+
+
 class MultiEmaTrainer(train_lib.DiffusionTrainer):
   """The Trainer's DiffusionTrainer with extra weight averages, one per decay, updated after each
   step exactly as its own `ema_model` is."""
@@ -39,12 +44,14 @@ class MultiEmaTrainer(train_lib.DiffusionTrainer):
     super().__init__(config)
     self.extra_emas: Dict[float, tf.keras.Model] = {}
     for decay in extra_decays:
-      average = build_unet(config.unet, name=f"ema_unet_{decay:g}".replace(".", "_"))
+      average = build_unet(config.unet, name=f"ema_unet_{_decay_key(decay)}")
       average.set_weights(self.model.get_weights())
       self.extra_emas[decay] = average
 
   def checkpoint(self) -> tf.train.Checkpoint:
-    extras = {f"ema_{i}": model for i, model in enumerate(self.extra_emas.values())}
+    # Keyed by decay, not position: a resume with another list of decays restores each average
+    # into its own decay (and starts a new one from the raw weights' copy).
+    extras = {f"ema_{_decay_key(decay)}": model for decay, model in self.extra_emas.items()}
     return tf.train.Checkpoint(model=self.model, ema_model=self.ema_model,
                                optimizer=self.optimizer, step=self.step, rng=self.rng, **extras)
 

@@ -76,3 +76,11 @@ def test_the_checkpoint_holds_every_average(trained):
     for a, b in zip(average.get_weights(), restored.extra_emas[decay].get_weights()):
       np.testing.assert_array_equal(a, b)
   assert int(restored.step) == _STEPS
+
+
+def test_a_resume_with_other_decays_restores_each_average_into_its_own_decay(trained):
+  restored = ema_length.MultiEmaTrainer(trained.config, [_SHORT])
+  restored.checkpoint().read(trained.checkpoint).expect_partial()
+  for a, b in zip(trained.multi.extra_emas[_SHORT].get_weights(),
+                  restored.extra_emas[_SHORT].get_weights()):
+    np.testing.assert_array_equal(a, b)
