@@ -95,6 +95,9 @@ class DiffusionTrainer(tf.Module):
     self.learning_rates = WarmupCosineDecay(
         config.train.learning_rate, config.train.warmup_steps, config.train.train_steps)
     self.optimizer = keras.optimizers.Adam(self.learning_rates)
+    # Its slots now, not inside the first train_step: a tf.function that creates variables is
+    # traced twice, and one trace of this step takes seconds.
+    self.optimizer.build(self.model.trainable_variables)
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     # A generator (not global seeds) so a resumed run continues the same random stream.
     self.rng = tf.random.Generator.from_seed(config.train.seed)
