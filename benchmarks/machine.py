@@ -4,6 +4,7 @@ from pipeline import keras_env  # noqa: F401  (before TensorFlow)
 
 import os  # noqa: E402
 import platform  # noqa: E402
+from typing import Optional, Sequence, Tuple  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
@@ -25,6 +26,40 @@ def _cpuinfo() -> dict:
   flags = set(fields.get("flags", "").split())
   return {"cpu_model": fields.get("model name", ""),
           "cpu_vector_flags": [flag for flag in _VECTOR_FLAGS if flag in flags]}
+
+
+# /proc/stat's aggregate "cpu" line: user nice system idle iowait irq softirq steal guest guest_nice
+# (in jiffies since boot). guest and guest_nice are already counted in user and nice.
+_STEAL_FIELD = 7
+_ACCOUNTED_FIELDS = 8
+Ticks = Tuple[int, int]  # (steal, total) jiffies
+
+
+def cpu_ticks(stat_path: str = "/proc/stat") -> Optional[Ticks]:
+  """(steal, total) jiffies of all CPUs since boot, or None where /proc/stat is unreadable.
+
+  Steal is the time a virtual CPU was ready to run while the hypervisor ran something else: on a
+  shared 2-core VM the benchmarks' figures move with it, and the guest cannot see it otherwise.
+  """
+  try:
+    with open(stat_path) as f:
+      fields = f.readline().split()
+  except OSError:
+    return None
+  if len(fields) <= _ACCOUNTED_FIELDS or fields[0] != "cpu":
+    return None
+  ticks = [int(value) for value in fields[1:_ACCOUNTED_FIELDS + 1]]
+  return ticks[_STEAL_FIELD], sum(ticks)
+
+
+def steal_share(intervals: Sequence[Tuple[Optional[Ticks], Optional[Ticks]]]) -> Optional[float]:
+  """The stolen share (0 to 1) of the CPUs' time over (before, after) cpu_ticks() readings, the
+  intervals taken together; None if any reading is missing or no time passed."""
+  if any(before is None or after is None for before, after in intervals):
+    return None
+  stolen = sum(after[0] - before[0] for before, after in intervals)
+  total = sum(after[1] - before[1] for before, after in intervals)
+  return stolen / total if total > 0 else None
 
 
 def onednn_enabled() -> bool:

@@ -224,11 +224,17 @@ def time_interleaved(fresh: FreshProcessSampler, loop: PythonLoopSampler,
     for time_call in sides.values():
       time_call(0)
     seconds = {name: [] for name in sides}
+    pair_ticks = []  # per repeat, the (before, after) CPU ticks of both its calls
     for repeat in range(1, repeats + 1):
+      pair_ticks.append([])
       for name in (sides if repeat % 2 else reversed(sides)):
+        before = machine.cpu_ticks()
         seconds[name].append(sides[name](repeat))
+        pair_ticks[-1].append((before, machine.cpu_ticks()))
     runs.append({"batch_size": batch_size, "num_steps": num_steps,
-                 **{f"{name}_seconds": seconds[name] for name in sides}})
+                 **{f"{name}_seconds": seconds[name] for name in sides},
+                 "pair_steal_shares": [machine.steal_share(ticks) for ticks in pair_ticks],
+                 "steal_share": machine.steal_share([t for ticks in pair_ticks for t in ticks])})
   return runs
 
 
@@ -266,6 +272,9 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
         "in_graph": in_graph,
         "python_loop": python_loop, "speedup_p50": python_loop["p50_s"] / in_graph["p50_s"],
         "pair_speedups": pair_speedups,
+        # The hypervisor's share of the CPUs while the cell ran (cpu steal); cells well above
+        # zero ran slowed by other guests, and their two sides rarely slow alike.
+        "cpu_steal_share": run["steal_share"], "pair_cpu_steal_shares": run["pair_steal_shares"],
         "in_graph_gflops": achieved / 1e9, "in_graph_share_of_matmul_rate": achieved / machine_rate,
     })
   target_row = next((r for r in rows if (r["batch_size"], r["num_steps"]) ==
@@ -298,8 +307,8 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
 def markdown_table(result: dict) -> str:
   lines = ["| batch | steps | in-graph p50 (s) | p95 (s) | images/s | Python loop p50 (s) "
            "| p95 (s) | images/s | speed-up | paired speed-ups | in-graph GFLOP/s "
-           "| share of matmul rate |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| share of matmul rate | CPU steal |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for row in result["rows"]:
     graph, loop = row["in_graph"], row["python_loop"]
     lines.append(
@@ -307,8 +316,13 @@ def markdown_table(result: dict) -> str:
         f"| {graph['images_per_second']:.1f} | {loop['p50_s']:.3f} | {loop['p95_s']:.3f} "
         f"| {loop['images_per_second']:.1f} | {row['speedup_p50']:.2f}x "
         f"| {min(row['pair_speedups']):.2f}-{max(row['pair_speedups']):.2f}x "
-        f"| {row['in_graph_gflops']:.2f} | {row['in_graph_share_of_matmul_rate']:.1%} |")
+        f"| {row['in_graph_gflops']:.2f} | {row['in_graph_share_of_matmul_rate']:.1%} "
+        f"| {_percent(row['cpu_steal_share'])} |")
   return "\n".join(lines)
+
+
+def _percent(share: Optional[float]) -> str:
+  return "n/a" if share is None else f"{share:.1%}"
 
 
 def _met(value: Optional[bool]) -> str:

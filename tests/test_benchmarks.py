@@ -129,6 +129,8 @@ def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, caps
     assert row["pair_speedups"] == pytest.approx(
         [loop / graph for graph, loop in zip(row["in_graph"]["seconds"],
                                              row["python_loop"]["seconds"])])
+    assert 0 <= row["cpu_steal_share"] <= 1
+    assert len(row["pair_cpu_steal_shares"]) == 2
     assert row["in_graph_share_of_matmul_rate"] == pytest.approx(
         row["in_graph_gflops"] * 1e9 / 1e10)
     # Guided (scale 1.5) over 2 steps at sigma 50 and 1.01: only the second lies in the default
@@ -162,6 +164,40 @@ def test_time_interleaved_alternates_the_two_samplers():
                    ("python_loop", 2), ("in_graph", 2), ("in_graph", 3), ("python_loop", 3)]
   assert len(runs) == 1 and runs[0]["in_graph_seconds"] == [0.5] * 3
   assert len(runs[0]["python_loop_seconds"]) == 3
+
+
+def test_cpu_ticks_reads_steal_and_total_from_proc_stat(tmp_path):
+  stat = tmp_path / "stat"
+  # user nice system idle iowait irq softirq steal guest guest_nice
+  stat.write_text("cpu  100 5 20 800 10 0 5 60 30 0\ncpu0 50 2 10 400 5 0 2 30 15 0\n")
+  assert machine.cpu_ticks(str(stat)) == (60, 1000)  # guest time is already in user
+  stat.write_text("intr 1 2 3\n")
+  assert machine.cpu_ticks(str(stat)) is None
+  assert machine.cpu_ticks(str(tmp_path / "missing")) is None
+
+
+def test_steal_share_takes_intervals_together():
+  assert machine.steal_share([((10, 1000), (30, 1200)), ((50, 2000), (50, 2200))]) == 0.05
+  assert machine.steal_share([((10, 1000), (10, 1000))]) is None  # no time passed
+  assert machine.steal_share([((10, 1000), None)]) is None
+
+
+def test_time_interleaved_records_cpu_steal_per_pair_and_cell(monkeypatch):
+  # (before, after) of each timed call; 10 of the second pair's first 100 jiffies were stolen.
+  readings = iter([(0, 0), (0, 100), (0, 100), (0, 200),
+                   (0, 200), (10, 300), (10, 300), (10, 400)])
+  monkeypatch.setattr(machine, "cpu_ticks", lambda: next(readings))
+
+  class Fake:
+    def call(self, batch_size, num_steps, seed):
+      return 0.5
+
+    def sample(self, noise, labels, num_steps, guidance_scale):
+      pass
+
+  [run] = serving_latency.time_interleaved(Fake(), Fake(), [(1, 1)], repeats=2, guidance_scale=1.0)
+  assert run["pair_steal_shares"] == [0.0, 0.05]
+  assert run["steal_share"] == 0.025
 
 
 def test_fresh_process_sampler_reports_a_model_it_cannot_load(tmp_path):
