@@ -10,8 +10,8 @@ U-Net (built from --profile, weights restored from the SavedModel), with the mat
 and guidance interval the model was exported with (DDIM or DPM-Solver++(2M)). Its timing leaves
 out drawing the initial noise, which only flatters the baseline.
 --max-rows-per-call N (or none) times the same weights re-exported with another chunk limit
-(SamplerConfig.max_rows_per_call). Writes benchmarks/results/serving_latency.json and prints a
-markdown table.
+(SamplerConfig.max_rows_per_call). Each cell also records the CPUs' steal time (/proc/stat) while
+it ran. Writes benchmarks/results/serving_latency.json and prints a markdown table.
 """
 
 from pipeline import keras_env  # noqa: F401  (before TensorFlow)
@@ -272,8 +272,8 @@ def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequ
         "in_graph": in_graph,
         "python_loop": python_loop, "speedup_p50": python_loop["p50_s"] / in_graph["p50_s"],
         "pair_speedups": pair_speedups,
-        # The hypervisor's share of the CPUs while the cell ran (cpu steal); cells well above
-        # zero ran slowed by other guests, and their two sides rarely slow alike.
+        # The hypervisor's share of the CPUs while the cell ran (cpu steal): well above zero,
+        # other guests held the CPUs for part of the cell's timings.
         "cpu_steal_share": run["steal_share"], "pair_cpu_steal_shares": run["pair_steal_shares"],
         "in_graph_gflops": achieved / 1e9, "in_graph_share_of_matmul_rate": achieved / machine_rate,
     })
