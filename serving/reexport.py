@@ -36,17 +36,26 @@ def numeric_versions(serving_dir: str) -> List[int]:
   return sorted(int(name) for name in names if name.isdigit())
 
 
-def rows_limit(text: str) -> int:
-  """--max-rows-per-call: a positive number, or 'none' (returned as 0) for no limit."""
-  if text.lower() == "none":
-    return 0
+def positive_int(text: str) -> int:
+  """A positive whole number from the command line."""
   try:
     value = int(text)
   except ValueError:
     value = 0
   if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive number of rows or 'none', got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
   return value
+
+
+def rows_limit(text: str) -> int:
+  """--max-rows-per-call: a positive number, or 'none' (returned as 0) for no limit."""
+  if text.lower() == "none":
+    return 0
+  try:
+    return positive_int(text)
+  except argparse.ArgumentTypeError:
+    raise argparse.ArgumentTypeError(
+        f"expected a positive number of rows or 'none', got {text!r}") from None
 
 
 def requested_changes(args: argparse.Namespace) -> Dict[str, Any]:
@@ -65,6 +74,8 @@ def requested_changes(args: argparse.Namespace) -> Dict[str, Any]:
     changes["max_rows_per_call"] = args.max_rows_per_call or None  # 0: no limit
   if args.compute_dtype is not None:
     changes["compute_dtype"] = args.compute_dtype
+  if args.network_copies is not None:
+    changes["network_copies"] = args.network_copies
   return changes
 
 
@@ -129,13 +140,16 @@ def main(argv=None):
   parser.add_argument("--compute-dtype", choices=unet.COMPUTE_DTYPES, default=None,
                       help="the served network's arithmetic (bfloat16: faster on CPUs with "
                            "bfloat16 dot products such as AVX512_BF16)")
+  parser.add_argument("--network-copies", type=positive_int, default=None, metavar="COPIES",
+                      help="copies of the network in the served graph, computing a call's rows "
+                           "at once (1: one copy)")
   parser.add_argument("--version", type=int, default=None,
                       help="version number to write (default: the highest there + 1)")
   args = parser.parse_args(argv)
   changes = requested_changes(args)
   if not changes:
     parser.error("nothing to change: give --sampler, --num-steps, --guidance, "
-                 "--guidance-interval, --max-rows-per-call or --compute-dtype")
+                 "--guidance-interval, --max-rows-per-call, --compute-dtype or --network-copies")
   try:
     export_dir, sampler = reexport(args.model_dir or args.serving_dir, args.serving_dir,
                                    config_lib.profile(args.profile), changes, args.version)
@@ -144,7 +158,8 @@ def main(argv=None):
   print(f"wrote {export_dir}: sampler {sampler.sampler}, {sampler.num_steps} steps, guidance "
         f"{sampler.guidance_scale:g} at sigma in [{sampler.guidance_min_sigma:g}, "
         f"{'inf' if sampler.guidance_max_sigma is None else f'{sampler.guidance_max_sigma:g}'}], "
-        f"max rows per call {sampler.max_rows_per_call}, {sampler.compute_dtype}")
+        f"max rows per call {sampler.max_rows_per_call}, {sampler.network_copies} network "
+        f"copies, {sampler.compute_dtype}")
 
 
 if __name__ == "__main__":

@@ -410,6 +410,39 @@ def test_chunked_network_rejects_a_non_positive_limit(model):
     samplers.chunked_network(model, 0)
 
 
+@pytest.mark.parametrize("rows, copies, slice_rows", [(5, 2, 3), (6, 3, 2), (1, 2, 1), (2, 2, 1)])
+def test_concurrent_network_gives_the_same_predictions_from_equal_slices(
+    model, rows, copies, slice_rows):
+  noisy = tf.random.stateless_normal([rows, 28, 28, 1], seed=[1, 3])
+  times = tf.linspace(0.1, 0.9, rows)
+  labels = tf.range(rows) % 11
+  calls = []
+
+  def recording(inputs, training=False):
+    calls.append(int(tf.shape(inputs[0])[0]))
+    return _expecting_chunks_of(model, slice_rows)(inputs, training)
+
+  together = samplers.concurrent_network(recording, copies)([noisy, times, labels])
+  assert calls == [slice_rows] * copies  # one call, so one traced copy, per slice
+  assert together.shape == (rows, 28, 28, 1)
+  np.testing.assert_allclose(together.numpy(), model([noisy, times, labels]).numpy(), atol=1e-5)
+
+
+def test_concurrent_network_of_one_copy_is_the_network(model):
+  assert samplers.concurrent_network(model, 1) is model
+  with pytest.raises(ValueError, match="must be positive"):
+    samplers.concurrent_network(model, 0)
+
+
+def test_sampling_with_concurrent_chunks_changes_no_image(model):
+  labels = [2, 5, 10, 0, 7]  # guided: 10 rows per step, chunks of 4, each in two slices of 2
+  network = samplers.chunked_network(samplers.concurrent_network(model, 2), 4)
+  noise = samplers.initial_noise(7, len(labels))
+  images = _compiled_sample(network, "ddim")(noise, tf.constant(labels), tf.constant(3),
+                                             tf.constant(1.5), tf.constant(7))
+  np.testing.assert_allclose(images.numpy(), _sample(model, labels, seed=7), atol=1e-5)
+
+
 def test_sampling_with_a_chunked_network_changes_no_image(model):
   labels = [2, 5, 10, 0, 7]  # guided: 10 rows per step, in chunks of at most 4
   chunked = samplers.chunked_network(model, 4)

@@ -2,6 +2,7 @@
 
 from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
 
+import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
@@ -106,6 +107,7 @@ def test_a_bfloat16_version_keeps_the_weights_and_samples_close_to_float32(smoke
     (["--guidance", "-1"], "guidance"),
     (["--guidance-interval", "5", "1"], "interval"),
     (["--max-rows-per-call", "0"], "positive"),
+    (["--network-copies", "0"], "positive"),
     (["--compute-dtype", "float16"], "invalid choice"),
     (["--sampler", "dpmpp_2m", "--version", "1"], "already exists"),
 ])
@@ -115,3 +117,10 @@ def test_bad_requests_write_nothing(smoke_serving_dir, flags, message, capsys):
     reexport.main(["--serving-dir", smoke_serving_dir, "--profile", "smoke", *flags])
   assert message in capsys.readouterr().err
   assert reexport.numeric_versions(smoke_serving_dir) == before
+
+
+def test_network_copies_is_a_change_the_command_line_can_ask_for():
+  fields = ("sampler", "num_steps", "guidance", "guidance_interval", "max_rows_per_call",
+            "compute_dtype")
+  args = argparse.Namespace(**dict.fromkeys(fields), network_copies=1)
+  assert reexport.requested_changes(args) == {"network_copies": 1}

@@ -48,6 +48,7 @@ class GuidedSamplerModule(tf.Module):
     # Keras metadata, which the served graph does not need and which makes export minutes slower.
     self.model_variables = list(model.variables)
     self._model = lambda inputs, training=False: model(inputs, training=training)
+    self._model = samplers.concurrent_network(self._model, sampler.network_copies)
     if sampler.max_rows_per_call:
       self._model = samplers.chunked_network(self._model, sampler.max_rows_per_call)
     self._schedule = schedule_from_config(diffusion)
