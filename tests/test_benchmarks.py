@@ -18,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import denoise_clipping  # noqa: E402
 from benchmarks import denoiser_ceiling  # noqa: E402
+from benchmarks import exports_ab  # noqa: E402
 from benchmarks import forward_cost  # noqa: E402
 from benchmarks import judge  # noqa: E402
 from benchmarks import machine  # noqa: E402
@@ -164,6 +165,36 @@ def test_time_interleaved_alternates_the_two_samplers():
                    ("python_loop", 2), ("in_graph", 2), ("in_graph", 3), ("python_loop", 3)]
   assert len(runs) == 1 and runs[0]["in_graph_seconds"] == [0.5] * 3
   assert len(runs[0]["python_loop_seconds"]) == 3
+
+
+def test_exports_ab_calls_the_two_exports_in_turn():
+  calls = []
+
+  def fake(name):
+    def signature(**inputs):
+      calls.append((name, int(inputs["num_steps"])))
+      return {"images": tf.zeros([1], tf.uint8)}
+    return signature
+
+  timed = exports_ab.time_in_turn([fake("a"), fake("b")], exports_ab.request(2, 3, 1.5), repeats=3)
+  assert calls == [("a", 3), ("b", 3), ("b", 3), ("a", 3), ("a", 3), ("b", 3)]
+  assert [len(seconds) for seconds in timed["seconds"]] == [3, 3]
+
+
+def test_exports_ab_compares_two_exports_and_writes_result(exported_dir, tmp_path, capsys):
+  # The same export twice, once by its serving dir: the same images, pair ratios around 1.
+  exports_ab.main(["--model-dirs", exported_dir, os.path.dirname(exported_dir), "--digits", "2",
+                   "--steps", "2", "--repeats", "3", "--results-dir", str(tmp_path)])
+  with open(tmp_path / exports_ab.RESULT_FILE_NAME) as f:
+    result = json.load(f)
+  assert result["model_dirs"] == {"a": exported_dir, "b": exported_dir}
+  (row,) = result["rows"]
+  assert (row["digits"], row["num_steps"]) == (2, 2)
+  assert len(row["pair_ratios_a_over_b"]) == 3 and row["median_pair_ratio_a_over_b"] > 0
+  assert row["max_abs_difference_images_float"] == 0.0 and row["differing_uint8_pixels"] == 0
+  assert "| 2 | 2 |" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    exports_ab.main(["--model-dirs", exported_dir])
 
 
 def test_cpu_ticks_reads_steal_and_total_from_proc_stat(tmp_path):
