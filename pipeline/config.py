@@ -182,9 +182,10 @@ class SamplerConfig(_JsonMixin):
   # (README "Chunks of the network call").
   max_rows_per_call: Optional[int] = 200
   # Copies of the network's ops in the served graph, each computing an equal share of a call's
-  # rows at the same time (samplers.concurrent_network); 1 = one copy. Two made a call of 200 rows
-  # 1.15x and of 20 rows 1.38x faster on the 2-core Xeon, at twice the graph's size and trace time
-  # (README "Two copies of the network in flight").
+  # rows at the same time (samplers.concurrent_network); 1 = one copy. On the 2-core Xeon two
+  # served 100 digits at 20 steps 1.11-1.22x and 10 digits 1.14-1.16x faster than one, 1 digit
+  # as fast (0.93-0.98x), for a larger graph and a longer export (README "Two copies of the
+  # network in flight").
   network_copies: int = 2
   null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
   # The served network's arithmetic: "float32", or "bfloat16" (the same float32 weights, computing

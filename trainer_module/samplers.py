@@ -95,10 +95,9 @@ def chunked_network(model: Callable, max_rows: int) -> Callable:
 def concurrent_network(model: Callable, copies: int) -> Callable:
   """`model` on `copies` equal slices of a call's rows, each slice through its own copy of the
   network's ops (the model is traced once per slice), so the graph runtime's inter-op threads run
-  the slices at once. The same outputs, sooner: while one copy waits on a memory-bound op (a
-  norm, a swish, a concat) the other computes, which one copy of a small batch leaves idle. On
-  the 2-core Xeon, two copies computed 200 rows 1.15x and 20 rows 1.38x faster than one (README,
-  "Two copies of the network in flight").
+  the slices at once. The same outputs, sooner: two ops in flight keep both cores busy where one
+  op alone does not (small ops, memory-bound ones, a thread waiting at a parallel-for's end).
+  README, "Two copies of the network in flight", has the gain per request size.
 
   Separate copies, not one copy run twice at once: two loop iterations sharing one oneDNN
   convolution kernel crashed (`chunked_network`), because the kernel keeps per-call buffers in
