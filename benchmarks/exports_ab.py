@@ -91,13 +91,12 @@ def markdown_table(result: dict) -> str:
            "max image difference | differing pixels | CPU steal |",
            "|---|---|---|---|---|---|---|---|---|"]
   for row in result["rows"]:
-    steal = row["cpu_steal_share"]
     lines.append(
         f"| {row['digits']} | {row['num_steps']} | {row['a_p50_s']:.3f} | {row['b_p50_s']:.3f} | "
         f"{row['median_pair_ratio_a_over_b']:.2f}x | "
         f"{min(row['pair_ratios_a_over_b']):.2f}-{max(row['pair_ratios_a_over_b']):.2f} | "
         f"{row['max_abs_difference_images_float']:.1e} | {row['differing_uint8_pixels']} | "
-        f"{'n/a' if steal is None else f'{100 * steal:.1f}%'} |")
+        f"{machine.percent(row['cpu_steal_share'])} |")
   return "\n".join(lines)
 
 

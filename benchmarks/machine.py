@@ -62,6 +62,11 @@ def steal_share(intervals: Sequence[Tuple[Optional[Ticks], Optional[Ticks]]]) ->
   return stolen / total if total > 0 else None
 
 
+def percent(share: Optional[float]) -> str:
+  """A share such as steal_share()'s for a table: "3.0%", or "n/a" where it is unknown."""
+  return "n/a" if share is None else f"{share:.1%}"
+
+
 def onednn_enabled() -> bool:
   """Whether TensorFlow's oneDNN kernels are on (pipeline/keras_env.py asks for them)."""
   try:

@@ -317,12 +317,8 @@ def markdown_table(result: dict) -> str:
         f"| {loop['images_per_second']:.1f} | {row['speedup_p50']:.2f}x "
         f"| {min(row['pair_speedups']):.2f}-{max(row['pair_speedups']):.2f}x "
         f"| {row['in_graph_gflops']:.2f} | {row['in_graph_share_of_matmul_rate']:.1%} "
-        f"| {_percent(row['cpu_steal_share'])} |")
+        f"| {machine.percent(row['cpu_steal_share'])} |")
   return "\n".join(lines)
-
-
-def _percent(share: Optional[float]) -> str:
-  return "n/a" if share is None else f"{share:.1%}"
 
 
 def _met(value: Optional[bool]) -> str:
