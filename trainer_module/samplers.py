@@ -55,6 +55,11 @@ def chunk_layout(rows, max_rows: int):
   return num_chunks, (rows + num_chunks - 1) // num_chunks
 
 
+def _pad_rows(values: tf.Tensor, padding) -> tf.Tensor:
+  """`values` with `padding` rows of zeros appended along the first axis."""
+  return tf.pad(values, [[0, padding]] + [[0, 0]] * (values.shape.rank - 1))
+
+
 def chunked_network(model: Callable, max_rows: int) -> Callable:
   """`model`, called on the chunks of `chunk_layout(rows, max_rows)`, one at a time.
 
@@ -78,8 +83,7 @@ def chunked_network(model: Callable, max_rows: int) -> Callable:
     padding = num_chunks * chunk_rows - rows
 
     def chunks(values):
-      padded = tf.pad(values, [[0, padding]] + [[0, 0]] * (values.shape.rank - 1))
-      return tf.reshape(padded, tf.concat([[num_chunks, chunk_rows], tf.shape(values)[1:]], 0))
+      return tf.reshape(_pad_rows(values, padding), tf.concat([[num_chunks, chunk_rows], tf.shape(values)[1:]], 0))
 
     outputs = tf.map_fn(
         lambda chunk: model(list(chunk), training=training),
@@ -113,8 +117,7 @@ def concurrent_network(model: Callable, copies: int) -> Callable:
     rows = tf.shape(inputs[0])[0]
     slice_rows = (rows + copies - 1) // copies
     padding = slice_rows * copies - rows
-    padded = [tf.pad(values, [[0, padding]] + [[0, 0]] * (values.shape.rank - 1))
-              for values in inputs]
+    padded = [_pad_rows(values, padding) for values in inputs]
     outputs = [model([values[index * slice_rows:(index + 1) * slice_rows] for values in padded],
                      training=training)
                for index in range(copies)]
