@@ -146,6 +146,20 @@ def test_parse_grpc_response():
     client.parse_grpc_response(predict_pb2.PredictResponse())
 
 
+def test_parse_grpc_response_in_typed_fields():
+  # TF Serving's default serialization (Tensor::AsProtoField): uint8 values in int_val, no bytes.
+  images = _images(2).astype(np.uint8)
+  response = predict_pb2.PredictResponse()
+  tensor = response.outputs["images"]
+  tensor.dtype = types_pb2.DT_UINT8
+  for size in images.shape:
+    tensor.tensor_shape.dim.add().size = size
+  tensor.int_val.extend(images.ravel().tolist())
+  parsed = client.parse_grpc_response(response)
+  assert parsed.dtype == np.uint8
+  np.testing.assert_array_equal(parsed, images)
+
+
 @pytest.mark.parametrize("labels, guidance, steps, seed, message", [
     ([], 1.0, 1, 0, "non-empty"),
     ([[1, 2]], 1.0, 1, 0, "1-D"),
