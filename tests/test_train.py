@@ -45,7 +45,7 @@ _WARMUP = 8
 def runs(tmp_path_factory):
   """A 3-step run, then a new 6-step trainer resuming from its checkpoint directory.
 
-  Each trainer traces its train_step (10-20 s on a busy 2-core machine), so the module builds
+  Each trainer traces its train_step once, the slowest part of this module, so it builds
   only two. After saving, the first trainer is stepped by hand over the same 3 batches the
   second one gets: that is what an uninterrupted 6-step run computes.
   """
