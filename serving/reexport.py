@@ -3,7 +3,8 @@
   python -m serving.reexport --serving-dir runs/cpu/serving_model --sampler dpmpp_2m --num-steps 10
 
 Reads the latest version under --serving-dir (or --model-dir), keeps its weights and every
-sampler setting it records, changes only the ones given, and writes the result as the next
+sampler setting it records (exports before session 28 do not record the rows per network call
+and the network copies; those come from --profile), changes only the ones given, and writes the result as the next
 version, <serving-dir>/<latest + 1>/, with its own TF Serving warm-up requests. TF Serving's
 latest-version policy then serves it; the previous version stays for rollback. A request's
 `num_steps` and `guidance_scale` already override the defaults per call: re-export to change

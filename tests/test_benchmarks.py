@@ -315,13 +315,15 @@ def test_quality_reexports_with_another_sampler_interval_and_dtype_and_runs_only
       (3, 1.5), (2, 0.0)]
 
 def test_a_benchmark_reexport_keeps_the_settings_the_model_records(exported_dir, tmp_path):
-  # A bfloat16 DPM-Solver++ model re-exported for another chunk limit stays bfloat16 DPM-Solver++.
+  # A bfloat16 DPM-Solver++ model re-exported for another chunk limit stays bfloat16 DPM-Solver++,
+  # and records the new limit.
   first = quality.reexport_with_sampler(exported_dir, _CONFIG, str(tmp_path / "first"),
                                         sampler="dpmpp_2m", compute_dtype="bfloat16")
   second = quality.reexport_with_sampler(first, _CONFIG, str(tmp_path / "second"),
                                          max_rows_per_call=None)
   recorded = export.exported_sampler_config(tf.saved_model.load(second), _CONFIG.sampler)
-  assert (recorded.sampler, recorded.compute_dtype) == ("dpmpp_2m", "bfloat16")
+  assert (recorded.sampler, recorded.compute_dtype, recorded.max_rows_per_call) == (
+      "dpmpp_2m", "bfloat16", None)
 
 
 @pytest.mark.parametrize("text", ["20", "a:1", "20:x", "1:2:3"])

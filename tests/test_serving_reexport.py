@@ -33,14 +33,15 @@ def reexported(smoke_export_dir, tmp_path_factory):
 def test_exported_sampler_config_reads_what_the_export_records(smoke_export_dir):
   fallback = dataclasses.replace(SMOKE.sampler, sampler="ancestral", num_steps=99,
                                  guidance_scale=9.0, max_batch=3, guidance_min_sigma=0.0,
-                                 guidance_max_sigma=None, max_rows_per_call=7)
+                                 guidance_max_sigma=None, max_rows_per_call=7,
+                                 network_copies=5, null_label=11)
   recorded = export.exported_sampler_config(tf.saved_model.load(smoke_export_dir), fallback)
   # Everything the SavedModel records is the export's; what it does not record, the fallback's.
-  assert recorded == dataclasses.replace(SMOKE.sampler, max_rows_per_call=7)
+  assert recorded == dataclasses.replace(SMOKE.sampler, null_label=11)
 
 
 def test_exported_sampler_config_of_an_export_without_records():
-  class OldExport:  # runs 1-5 recorded neither the sampler nor the interval
+  class OldExport:  # runs 1-5 recorded neither the sampler nor the interval nor the network calls
     pass
   recorded = export.exported_sampler_config(OldExport(), SMOKE.sampler)
   assert recorded == dataclasses.replace(SMOKE.sampler, guidance_min_sigma=0.0,
@@ -66,6 +67,19 @@ def test_reexport_writes_the_next_version_with_only_the_requested_changes(reexpo
   # Its own warm-up requests, at its own default guidance.
   (request,) = warmup.read_warmup_requests(os.path.join(reexported, "2"))
   assert tf.make_ndarray(request.inputs["guidance_scale"]) == pytest.approx(2.5)
+
+
+def test_a_reexport_keeps_the_recorded_network_calls(smoke_export_dir, tmp_path):
+  serving_dir = str(tmp_path / "serving_model")
+  shutil.copytree(smoke_export_dir, os.path.join(serving_dir, "1"))
+  reexport.main(["--serving-dir", serving_dir, "--profile", "smoke", "--max-rows-per-call", "none",
+                 "--network-copies", "3"])
+  reexport.main(["--serving-dir", serving_dir, "--profile", "smoke", "--num-steps", "2"])
+  # Version 3 changed only the default step count: no row limit and three copies, as version 2.
+  recorded = export.exported_sampler_config(
+      tf.saved_model.load(os.path.join(serving_dir, "3")), SMOKE.sampler)
+  assert recorded == dataclasses.replace(SMOKE.sampler, max_rows_per_call=None, network_copies=3,
+                                         num_steps=2)
 
 
 def test_the_new_version_samples_with_the_new_sampler(reexported):

@@ -64,6 +64,10 @@ class GuidedSamplerModule(tf.Module):
     self.unet_config = tf.Variable(unet_config.to_json() if unet_config else "", trainable=False,
                                    dtype=tf.string)
     self.compute_dtype = tf.Variable(sampler.compute_dtype, trainable=False, dtype=tf.string)
+    # How the graph calls the network (0 rows: no limit), so a re-export keeps it unless told.
+    self.max_rows_per_call = tf.Variable(sampler.max_rows_per_call or 0, trainable=False,
+                                         dtype=tf.int32)
+    self.network_copies = tf.Variable(sampler.network_copies, trainable=False, dtype=tf.int32)
     # [min, max] noise levels where guidance above 1 applies (max = inf: no upper bound).
     self.guidance_sigma_interval = tf.Variable(
         [sampler.guidance_min_sigma,
@@ -181,9 +185,10 @@ def exported_unet_config(loaded, fallback: UNetConfig) -> UNetConfig:
 def exported_sampler_config(loaded, fallback: SamplerConfig) -> SamplerConfig:
   """The SamplerConfig a loaded sampler SavedModel was exported with: `fallback` with each setting
   the SavedModel records (sampler, default steps and guidance, the request limits, the guidance
-  interval, the compute dtype) replaced by the recorded value. `max_rows_per_call` and `null_label` are not
-  recorded and stay the fallback's; an export from before the interval was recorded
-  guides every step, which is what its graph does."""
+  interval, the compute dtype, the rows per network call and the network copies) replaced by the
+  recorded value. `null_label` is not recorded and stays the fallback's, as do the rows per call
+  and copies of exports from before session 28, which did not record them; an export from before
+  the interval was recorded guides every step, which is what its graph does."""
   def recorded(name):
     variable = getattr(loaded, name, None)
     return variable.numpy() if isinstance(variable, tf.Variable) else None
@@ -198,7 +203,9 @@ def exported_sampler_config(loaded, fallback: SamplerConfig) -> SamplerConfig:
                                ("num_steps", "default_num_steps", int),
                                ("guidance_scale", "default_guidance_scale", decimal),
                                ("max_steps", "max_steps", int),
-                               ("max_batch", "max_batch", int)):
+                               ("max_batch", "max_batch", int),
+                               ("max_rows_per_call", "max_rows_per_call", lambda v: int(v) or None),
+                               ("network_copies", "network_copies", int)):
     value = recorded(name)
     if value is not None:
       fields[field] = convert(value)
