@@ -307,18 +307,19 @@ def _digit_string(text: str) -> str:
   return text
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+  """A whole number >= 1 from the command line (also serving.reexport's)."""
   try:
     value = int(text)
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    value = 0
   if value < 1:
-    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
   return value
 
 
 def _port(text: str) -> int:
-  value = _positive_int(text)
+  value = positive_int(text)
   if value > 65535:
     raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
   return value
@@ -367,7 +368,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
   source.add_argument("--rest-port", type=_port, default=DEFAULT_REST_PORT)
   source.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT)
   source.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
-  source.add_argument("--model-version", type=_positive_int, default=None,
+  source.add_argument("--model-version", type=positive_int, default=None,
                       help="pin a version (default: the server's latest)")
   source.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, help="seconds")
   request = parser.add_argument_group("request")
@@ -375,12 +376,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
                        help="one or more digit strings, one grid row each (default 0123456789)")
   request.add_argument("--guidance", type=_guidance, default=defaults.guidance_scale,
                        help="0 unconditional, 1 conditional, >1 guided (default %(default)s)")
-  request.add_argument("--steps", type=_positive_int, default=defaults.num_steps,
+  request.add_argument("--steps", type=positive_int, default=defaults.num_steps,
                        help="sampler steps (default %(default)s)")
   request.add_argument("--seed", type=_seed, default=0)
   output = parser.add_argument_group("output")
   output.add_argument("--out", default="grid.png", help="PNG path (default %(default)s)")
-  output.add_argument("--scale", type=_positive_int, default=1, help="integer upscale factor")
+  output.add_argument("--scale", type=positive_int, default=1, help="integer upscale factor")
   return parser
 
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline import config as config_lib  # noqa: E402
-from serving.client import resolve_model_dir  # noqa: E402
+from serving.client import positive_int, resolve_model_dir  # noqa: E402
 from trainer_module import export  # noqa: E402
 from trainer_module import samplers  # noqa: E402
 from trainer_module import unet  # noqa: E402
@@ -35,17 +35,6 @@ def numeric_versions(serving_dir: str) -> List[int]:
     return []
   names = [name.rstrip("/") for name in tf.io.gfile.listdir(serving_dir)]
   return sorted(int(name) for name in names if name.isdigit())
-
-
-def positive_int(text: str) -> int:
-  """A positive whole number from the command line."""
-  try:
-    value = int(text)
-  except ValueError:
-    value = 0
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-  return value
 
 
 def rows_limit(text: str) -> int:

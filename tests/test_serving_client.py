@@ -184,8 +184,9 @@ def test_builders_validate_requests(labels, guidance, steps, seed, message):
 @pytest.mark.parametrize("argv, message", [
     (["--digits", "12a"], "digits must be a non-empty string of 0-9"),
     (["--digits", ""], "digits must be a non-empty string of 0-9"),
-    (["--steps", "0"], "must be >= 1"),
-    (["--steps", "two"], "expected an integer"),
+    (["--steps", "0"], "expected a positive whole number, got '0'"),
+    (["--steps", "two"], "expected a positive whole number, got 'two'"),
+    (["--rest-port", "0"], "expected a positive whole number"),
     (["--guidance", "-1"], "must be finite and >= 0"),
     (["--guidance", "inf"], "must be finite and >= 0"),
     (["--protocol", "http"], "invalid choice"),
