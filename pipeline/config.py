@@ -179,7 +179,7 @@ class SamplerConfig(_JsonMixin):
   # the activations a big request holds; None = one call per step. 200 is one call per guided
   # step of 100 digits: on the 2-core Xeon without bfloat16 it led the Python loop by 2.15-2.19x
   # where the 40 of runs 3-20 led it by 1.55-1.72x; on the AVX-512 EPYC it was as fast or faster
-  # (README "Chunks of the network call").
+  # (docs/runs.md, "Chunks of the network call").
   max_rows_per_call: Optional[int] = 200
   # Copies of the network's ops in the served graph, each computing an equal share of a call's
   # rows at the same time (samplers.concurrent_network); 1 = one copy. On the 2-core Xeon two
