@@ -24,5 +24,5 @@ import warnings
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-warnings.filterwarnings("ignore", category=FutureWarning,
-                        message=r"You are using a Python version .* which Google will stop supporting")
+_PYTHON_VERSION_NOTICE = r"You are using a Python version .* which Google will stop supporting"
+warnings.filterwarnings("ignore", message=_PYTHON_VERSION_NOTICE, category=FutureWarning)

@@ -4,11 +4,12 @@
 
 Reads the latest version under --serving-dir (or --model-dir), keeps its weights and every
 sampler setting it records (exports before session 28 do not record the rows per network call
-and the network copies; those come from --profile), changes only the ones given, and writes the result as the next
-version, <serving-dir>/<latest + 1>/, with its own TF Serving warm-up requests. TF Serving's
-latest-version policy then serves it; the previous version stays for rollback. A request's
-`num_steps` and `guidance_scale` already override the defaults per call: re-export to change
-what a request that leaves them out gets, or the sampler itself, which is fixed at export.
+and the network copies; those come from --profile), changes only the ones given, and writes the
+result as the next version, <serving-dir>/<latest + 1>/, with its own TF Serving warm-up
+requests. TF Serving's latest-version policy then serves it; the previous version stays for
+rollback. A request's `num_steps` and `guidance_scale` already override the defaults per call:
+re-export to change what a request that leaves them out gets, or the sampler itself, which is
+fixed at export.
 """
 
 from pipeline import keras_env  # noqa: F401  (before TensorFlow)
