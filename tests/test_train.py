@@ -43,7 +43,8 @@ _WARMUP = 8
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """A 3-step run, then a new 6-step trainer resuming from its checkpoint directory.
+  """A 3-step run, then a new 6-step trainer resuming from its checkpoint directory, both given
+  the whole stream of 6 batches.
 
   Each trainer traces its train_step once, the slowest part of this module, so it builds
   only two. After saving, the first trainer is stepped by hand over the same 3 batches the
@@ -59,9 +60,9 @@ def runs(tmp_path_factory):
   images, labels = next(iter(batches))
   first_loss = float(first.train_step(images, labels))  # one step by hand: checks the EMA update
   after_one = types.SimpleNamespace(model=_weights(first.model), ema=_weights(first.ema_model))
-  # Only the 2 batches still needed: the loop must stop at train_steps, not at the end of data.
-  first_summary = train.train_diffusion(first, batches.skip(1).take(2), checkpoint_dir,
-                                        log_dir=log_dir)
+  # At step 1 it skips the first batch and has 2 left: the loop must stop at train_steps, not
+  # at the end of data.
+  first_summary = train.train_diffusion(first, batches.take(3), checkpoint_dir, log_dir=log_dir)
   saved = types.SimpleNamespace(model=_weights(first.model), ema=_weights(first.ema_model),
                                 rng_state=first.rng.state.numpy().copy(),
                                 checkpoints=_checkpoint_numbers(checkpoint_dir))
@@ -74,8 +75,8 @@ def runs(tmp_path_factory):
       tf.train.latest_checkpoint(checkpoint_dir)).assert_existing_objects_matched()
   restored = types.SimpleNamespace(model=_weights(second.model), ema=_weights(second.ema_model),
                                    step=int(second.step), rng_state=second.rng.state.numpy().copy())
-  # Only the last 3 batches: a trainer that did not resume at step 3 would run out of data.
-  second_summary = train.train_diffusion(second, batches.skip(3), checkpoint_dir)
+  # The whole stream, as run_fn passes it: the resumed trainer must start at batch 3.
+  second_summary = train.train_diffusion(second, batches, checkpoint_dir)
   return types.SimpleNamespace(
       checkpoint_dir=checkpoint_dir, log_dir=log_dir, initial=initial, first_loss=first_loss,
       after_one=after_one, first=first, first_summary=first_summary, saved=saved, second=second,
@@ -136,7 +137,7 @@ def test_resumed_trainer_continues_from_3_to_6_and_checkpoints(runs):
 
 
 def test_resumed_run_matches_uninterrupted_run(runs):
-  # Same weights, EMA, optimizer moments and noise stream: the same 3 steps give the same result.
+  # Same weights, EMA, optimizer moments, noise stream and batches 4-6: the same result.
   assert int(runs.first.step) == 6
   _assert_weights_equal(runs.second.model.get_weights(), runs.first.model.get_weights(),
                         atol=1e-6)

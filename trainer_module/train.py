@@ -165,7 +165,12 @@ def checkpoint_dir_for(checkpoint_root: str, train_files: Iterable[str], config:
 
 def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpoint_dir: str,
                     log_dir: Optional[str] = None) -> dict:
-  """Trains until `config.train.train_steps`, resuming from `checkpoint_dir` when it holds one."""
+  """Trains until `config.train.train_steps`, resuming from `checkpoint_dir` when it holds one.
+
+  `dataset` is the whole training stream from step 0, in the same order on every call (seeded
+  shuffles): a trainer at step k, restored from a checkpoint or stepped by hand, starts at its
+  batch k, so a resumed run sees the batches an uninterrupted one would.
+  """
   train_config = trainer.config.train
   manager = tf.train.CheckpointManager(trainer.checkpoint(), checkpoint_dir, max_to_keep=2)
   if manager.latest_checkpoint:
@@ -179,7 +184,8 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
   # loss stays None when the checkpoint already holds all steps (a retry after training finished).
   started, window_start, window_steps, loss = time.time(), time.time(), 0, None
   images_per_second = 0.0
-  iterator = iter(dataset)
+  # Skipping reads and decodes the consumed batches again: seconds, against minutes of training.
+  iterator = iter(dataset.skip(int(trainer.step)))
   while int(trainer.step) < total_steps:
     images, labels = next(iterator)
     loss = float(trainer.train_step(images, labels))
