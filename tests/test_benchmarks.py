@@ -23,6 +23,7 @@ from benchmarks import forward_cost  # noqa: E402
 from benchmarks import judge  # noqa: E402
 from benchmarks import machine  # noqa: E402
 from benchmarks import quality  # noqa: E402
+from benchmarks import serving_concurrency  # noqa: E402
 from benchmarks import serving_latency  # noqa: E402
 from benchmarks import sweep  # noqa: E402
 from benchmarks import train_throughput  # noqa: E402
@@ -485,3 +486,16 @@ def test_denoiser_ceiling_trains_scores_and_skips_what_it_finished(tmp_path, mon
   monkeypatch.setattr(denoiser_ceiling, "ProtocolDenoiserTrainer", None)
   denoiser_ceiling.main(args)
   assert json.loads((results_dir / "denoiser_ceiling.json").read_text()) == results
+
+
+def test_serving_concurrency_answers_every_call_and_records_the_probes(exported_dir, tmp_path,
+                                                                       capsys):
+  result = serving_concurrency.main([
+      "--model-dir", exported_dir, "--threads", "2", "--seconds", "3", "--max-steps", "2",
+      "--denoise-every", "2", "--probe-every", "3", "--results-dir", str(tmp_path)])
+  assert result["errors"] == []
+  assert all(count > 0 for count in result["calls"].values())
+  assert result["probe_calls"] == result["calls"]["probe"] == len(result["probe_differences"])
+  with open(tmp_path / serving_concurrency.RESULT_FILE_NAME) as f:
+    assert json.load(f)["calls"] == result["calls"]
+  assert "0 failed" in capsys.readouterr().out
