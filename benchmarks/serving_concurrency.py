@@ -29,6 +29,7 @@ from typing import Dict, List  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import exports_ab  # noqa: E402
 from benchmarks import machine  # noqa: E402
 from pipeline.config import IMAGE_SIZE  # noqa: E402
 from serving.client import positive_int, resolve_model_dir  # noqa: E402
@@ -36,16 +37,12 @@ from serving.client import positive_int, resolve_model_dir  # noqa: E402
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RESULT_FILE_NAME = "serving_concurrency.json"
 MAX_GUIDANCE = 3.0
-NUM_PROBES = 3
 
 
 def probe_requests(max_batch: int) -> List[Dict[str, tf.Tensor]]:
-  """Fixed `serving_default` requests: one digit, ten guided, and the largest batch allowed."""
-  sizes = [1, min(10, max_batch), max_batch][:NUM_PROBES]
-  return [{"labels": tf.constant(np.arange(size) % 11, tf.int32),
-           "guidance_scale": tf.constant(1.5, tf.float32),
-           "num_steps": tf.constant(2, tf.int32), "seed": tf.constant(index, tf.int32)}
-          for index, size in enumerate(sizes)]
+  """Fixed guided `serving_default` requests: one digit, ten, and the largest batch allowed."""
+  return [exports_ab.request(size, num_steps=2, guidance_scale=1.5, seed=index)
+          for index, size in enumerate([1, min(10, max_batch), max_batch])]
 
 
 def random_request(rng: np.random.Generator, max_batch: int, max_steps: int):
