@@ -11,7 +11,7 @@ setuptools.setup(
     version="0.1.0",
     description="TFX pipeline training a class-conditional diffusion model on MNIST, served by TF Serving.",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["pipeline*", "components*", "trainer_module*", "serving*"]),
+    packages=setuptools.find_packages(include=["core*", "pipeline*", "components*", "trainer_module*", "serving*"]),
     package_data={"": ["*.md"]},
     install_requires=[
         "tfx==1.16.0",

@@ -1,3 +1,3 @@
 """components package."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import core  # noqa: F401  (sets TensorFlow's environment before anything loads it)

@@ -13,7 +13,7 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.diffusion_evaluator import DiffusionEvaluator
 from components.mnist_example_gen.component import MnistExampleGen
-from pipeline.config import PipelineConfig
+from core.config import PipelineConfig
 from trainer_module import train as train_lib
 
 PREPROCESSING_FN = "trainer_module.transform.preprocessing_fn"

@@ -12,9 +12,8 @@ import logging
 import os
 import sys
 import time
-
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
-from pipeline import config as config_lib
+from core import config as config_lib
+from core import serving_contract
 
 RUNNERS = ("local", "beam")
 
@@ -75,11 +74,9 @@ def _configure_logging(verbose: bool):
 def find_outputs(config: config_lib.PipelineConfig) -> dict:
   """Latest pushed model version and latest evaluation report, found on disk."""
   outputs = {}
-  serving_dir = os.path.abspath(config.serving_dir)
-  if os.path.isdir(serving_dir):
-    versions = sorted((v for v in os.listdir(serving_dir) if v.isdigit()), key=int)
-    if versions:
-      outputs["pushed_model"] = os.path.join(serving_dir, versions[-1])
+  pushed = serving_contract.latest_version_dir(os.path.abspath(config.serving_dir))
+  if pushed:
+    outputs["pushed_model"] = pushed
   evaluator_dir = os.path.join(os.path.abspath(config.pipeline_root), "DiffusionEvaluator",
                                "evaluation")
   if os.path.isdir(evaluator_dir):

@@ -13,63 +13,36 @@ CLI:
 Each `--digits` string is one row of the grid; all rows go in one request, so they share the seed.
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import argparse
+import json
+import math
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, Dict, List, Optional, Sequence
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
-from typing import Any, Dict, List, Optional, Sequence  # noqa: E402
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import predict_pb2  # noqa: E402
-from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
+from core.config import IMAGE_SIZE, SamplerConfig
+from core.serving_contract import (DEFAULT_MODEL_NAME, GUIDANCE_SCALE, IMAGE_SHAPE, IMAGES_OUTPUT,
+                                   INT32_MAX, INT32_MIN, LABELS, NUM_STEPS, SEED,
+                                   SERVING_SIGNATURE, build_grpc_request, build_rest_request,
+                                   resolve_model_dir, validate_request)
+from serving import grid
 
-from pipeline.config import IMAGE_SIZE, NUM_CLASSES, SamplerConfig  # noqa: E402
-from serving import grid  # noqa: E402
-
-DEFAULT_MODEL_NAME = "mnist_diffusion"
-SIGNATURE_NAME = "serving_default"
-IMAGES_OUTPUT = "images"
-NULL_LABEL = NUM_CLASSES  # the label that requests an unconditional sample
-IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_TIMEOUT_S = 60.0
-_INT32_MIN, _INT32_MAX = -2**31, 2**31 - 1
 # A full batch of outputs is about 1 MB; leave room for servers configured with larger batches.
 _GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ServingError(RuntimeError):
   """The server (or the local SavedModel) rejected a request or could not be reached."""
-
-
-def validate_request(labels, guidance_scale: float, num_steps: int,
-                     seed: int) -> np.ndarray:
-  """Checks a request client-side (clearer than the graph's InvalidArgument); returns int32 labels.
-
-  The model still enforces its own limits (max batch, max steps), which only it knows.
-  """
-  labels = np.asarray(labels)
-  if labels.ndim != 1 or labels.size == 0:
-    raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {labels.shape}")
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f"labels must be integers, got {labels.dtype}")
-  if labels.min() < 0 or labels.max() > NULL_LABEL:
-    raise ValueError(f"labels must be 0..{NUM_CLASSES - 1}, or {NULL_LABEL} for unconditional; "
-                     f"got {labels.tolist()}")
-  if not math.isfinite(guidance_scale) or guidance_scale < 0:
-    raise ValueError(f"guidance_scale must be finite and >= 0, got {guidance_scale}")
-  if int(num_steps) != num_steps or num_steps < 1:
-    raise ValueError(f"num_steps must be an integer >= 1, got {num_steps}")
-  if int(seed) != seed or not _INT32_MIN <= seed <= _INT32_MAX:
-    raise ValueError(f"seed must be a 32-bit integer, got {seed}")
-  return labels.astype(np.int32)
 
 
 def _as_images(value: Any, source: str) -> np.ndarray:
@@ -96,25 +69,6 @@ def rest_url(host: str, port: int, model_name: str, model_version: Optional[int]
   """TF Serving's predict URL, pinned to `model_version` when given."""
   version = f"/versions/{model_version}" if model_version is not None else ""
   return f"http://{host}:{port}/v1/models/{model_name}{version}:predict"
-
-
-def build_rest_request(labels, guidance_scale: float, num_steps: int, seed: int,
-                       signature_name: str = SIGNATURE_NAME) -> Dict[str, Any]:
-  """The JSON body of a predict request in the columnar ("inputs") format.
-
-  Not the row ("instances") format: that one needs every input batched alike, and three of ours
-  are scalars.
-  """
-  labels = validate_request(labels, guidance_scale, num_steps, seed)
-  return {
-      "signature_name": signature_name,
-      "inputs": {
-          "labels": labels.tolist(),
-          "guidance_scale": float(guidance_scale),
-          "num_steps": int(num_steps),
-          "seed": int(seed),
-      },
-  }
 
 
 def parse_rest_response(body: Dict[str, Any], output_name: str = IMAGES_OUTPUT) -> np.ndarray:
@@ -187,28 +141,6 @@ class RestClient:
 # gRPC ---------------------------------------------------------------------------------------------
 
 
-def build_grpc_request(labels, guidance_scale: float, num_steps: int, seed: int,
-                       model_name: str = DEFAULT_MODEL_NAME,
-                       model_version: Optional[int] = None,
-                       signature_name: str = SIGNATURE_NAME) -> predict_pb2.PredictRequest:
-  """A PredictRequest with the signature's exact dtypes: labels int32 [N], scalars of shape []."""
-  labels = validate_request(labels, guidance_scale, num_steps, seed)
-  request = predict_pb2.PredictRequest()
-  request.model_spec.name = model_name
-  request.model_spec.signature_name = signature_name
-  if model_version is not None:
-    request.model_spec.version.value = int(model_version)
-  inputs = {
-      "labels": tf.make_tensor_proto(labels, dtype=tf.int32, shape=[len(labels)]),
-      "guidance_scale": tf.make_tensor_proto(float(guidance_scale), dtype=tf.float32, shape=[]),
-      "num_steps": tf.make_tensor_proto(int(num_steps), dtype=tf.int32, shape=[]),
-      "seed": tf.make_tensor_proto(int(seed), dtype=tf.int32, shape=[]),
-  }
-  for name, tensor_proto in inputs.items():
-    request.inputs[name].CopyFrom(tensor_proto)
-  return request
-
-
 def parse_grpc_response(response: predict_pb2.PredictResponse,
                         output_name: str = IMAGES_OUTPUT) -> np.ndarray:
   """uint8 images [N, 28, 28, 1] from a PredictResponse."""
@@ -256,25 +188,6 @@ class GrpcClient:
 # In process ---------------------------------------------------------------------------------------
 
 
-def _is_saved_model_dir(path: str) -> bool:
-  return any(tf.io.gfile.exists(f"{path.rstrip('/')}/{name}")
-             for name in ("saved_model.pb", "saved_model.pbtxt"))
-
-
-def resolve_model_dir(path: str) -> str:
-  """`path` if it is a SavedModel, else its highest numeric version (Pusher/TF Serving layout)."""
-  if _is_saved_model_dir(path):
-    return path
-  if not tf.io.gfile.isdir(path):
-    raise FileNotFoundError(f"No SavedModel or serving directory at {path}")
-  versions = [name.rstrip("/") for name in tf.io.gfile.listdir(path)]
-  versions = sorted((int(v) for v in versions if v.isdigit()
-                     and _is_saved_model_dir(f"{path.rstrip('/')}/{v}")), reverse=True)
-  if not versions:
-    raise FileNotFoundError(f"{path} is neither a SavedModel nor holds numeric SavedModel versions")
-  return f"{path.rstrip('/')}/{versions[0]}"
-
-
 class LocalSampler:
   """The served SavedModel, loaded once and called in process: TF Serving's answers without it."""
 
@@ -283,16 +196,16 @@ class LocalSampler:
     # Keep the loaded object: the signature function only holds weak references to its variables.
     self._saved_model = tf.saved_model.load(self.model_dir)
     # The raw signature, for callers that want every output (images_float) or no validation.
-    self.signature = self._saved_model.signatures[SIGNATURE_NAME]
+    self.signature = self._saved_model.signatures[SERVING_SIGNATURE]
 
   def generate(self, labels, guidance_scale: float, num_steps: int, seed: int) -> np.ndarray:
     labels = validate_request(labels, guidance_scale, num_steps, seed)
     try:
       outputs = self.signature(
-          labels=tf.constant(labels, tf.int32),
-          guidance_scale=tf.constant(float(guidance_scale), tf.float32),
-          num_steps=tf.constant(int(num_steps), tf.int32),
-          seed=tf.constant(int(seed), tf.int32))
+          **{LABELS: tf.constant(labels, tf.int32),
+             GUIDANCE_SCALE: tf.constant(float(guidance_scale), tf.float32),
+             NUM_STEPS: tf.constant(int(num_steps), tf.int32),
+             SEED: tf.constant(int(seed), tf.int32)})
     except tf.errors.InvalidArgumentError as e:  # the model's own limits (max batch, max steps)
       raise ServingError(f"The model rejected the request: {e.message}") from e
     return _as_images(outputs[IMAGES_OUTPUT].numpy(), self.model_dir)
@@ -350,7 +263,7 @@ def _seed(text: str) -> int:
     value = int(text)
   except ValueError:
     raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-  if not _INT32_MIN <= value <= _INT32_MAX:
+  if not INT32_MIN <= value <= INT32_MAX:
     raise argparse.ArgumentTypeError(f"must fit in 32 bits, got {value}")
   return value
 

@@ -24,9 +24,9 @@ GRPC_PORT = 8500
 # Where the image looks for models, and where the config file is mounted beside them.
 CONTAINER_MODELS_DIR = "/models"
 CONTAINER_CONFIG_PATH = f"{CONTAINER_MODELS_DIR}/models.config"
-# TF Serving's TensorFlow reads the same switch as pipeline/keras_env.py (oneDNN kernels, off by
+# TF Serving's TensorFlow reads the same switch as core/environment.py (oneDNN kernels, off by
 # default on CPUs older than AVX512_VNNI): the server then runs the kernels the Evaluator scored the
-# model with. The sampler's speed on an AVX2-only CPU is the same either way (README).
+# model with. (docs/design.md, "oneDNN").
 CONTAINER_ENV = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 

@@ -3,39 +3,28 @@
   python -m serving.reexport --serving-dir runs/cpu/serving_model --sampler dpmpp_2m --num-steps 10
 
 Reads the latest version under --serving-dir (or --model-dir), keeps its weights and every
-sampler setting it records (exports before session 28 do not record the rows per network call
-and the network copies; those come from --profile), changes only the ones given, and writes the
-result as the next version, <serving-dir>/<latest + 1>/, with its own TF Serving warm-up
+sampler setting it records, changes only the ones given, and writes the result as the next version, <serving-dir>/<latest + 1>/, with its own TF Serving warm-up
 requests. TF Serving's latest-version policy then serves it; the previous version stays for
 rollback. A request's `num_steps` and `guidance_scale` already override the defaults per call:
 re-export to change what a request that leaves them out gets, or the sampler itself, which is
 fixed at export.
 """
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import argparse
+import dataclasses
+import math
+import os
+import sys
+from typing import Any, Dict, Optional
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-from typing import Any, Dict, List, Optional  # noqa: E402
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-from pipeline import config as config_lib  # noqa: E402
-from serving.client import positive_int, resolve_model_dir  # noqa: E402
-from trainer_module import export  # noqa: E402
-from trainer_module import samplers  # noqa: E402
-from trainer_module import unet  # noqa: E402
-
-
-def numeric_versions(serving_dir: str) -> List[int]:
-  """The numeric version folders under a serving dir (TF Serving's layout), ascending."""
-  if not tf.io.gfile.isdir(serving_dir):
-    return []
-  names = [name.rstrip("/") for name in tf.io.gfile.listdir(serving_dir)]
-  return sorted(int(name) for name in names if name.isdigit())
+from core import config as config_lib
+from core import serving_contract
+from serving.client import positive_int
+from trainer_module import export
+from trainer_module import samplers
+from trainer_module import unet
 
 
 def rows_limit(text: str) -> int:
@@ -89,19 +78,18 @@ def reexport(source_dir: str, serving_dir: str, profile: config_lib.PipelineConf
              changes: Dict[str, Any], version: Optional[int] = None):
   """Writes `source_dir`'s weights with `changes` applied to its recorded sampler settings as
   <serving_dir>/<version>/ (default: one above the highest there). Returns (path, SamplerConfig)."""
-  source_dir = resolve_model_dir(source_dir)
+  source_dir = serving_contract.resolve_model_dir(source_dir)
   loaded = tf.saved_model.load(source_dir)
-  recorded = export.exported_sampler_config(loaded, profile.sampler)
+  recorded = serving_contract.recorded_sampler_config(loaded, source_dir)
   sampler = dataclasses.replace(recorded, **changes)
   check_sampler_config(sampler)
-  existing = numeric_versions(serving_dir)
+  existing = serving_contract.numeric_versions(serving_dir)
   if version is None:
     version = (existing[-1] if existing else 0) + 1
   export_dir = os.path.join(serving_dir, str(version))
   if tf.io.gfile.exists(export_dir):
     raise FileExistsError(f"{export_dir} already exists; TF Serving versions are never rewritten")
-  export.reexport_sampler(source_dir, export_dir, profile.diffusion, sampler, profile.unet,
-                          loaded=loaded)
+  export.reexport_sampler(loaded, export_dir, profile.diffusion, sampler)
   return export_dir, sampler
 
 
@@ -115,8 +103,7 @@ def main(argv=None):
                            "latest version under --serving-dir")
   parser.add_argument("--profile", default=config_lib.DEFAULT_PROFILE,
                       choices=sorted(config_lib.PROFILES),
-                      help="the profile the model was trained with (its noise schedule, and the "
-                           "network for exports that record none)")
+                      help="the profile the model was trained with (its noise schedule)")
   parser.add_argument("--sampler", choices=samplers.SAMPLERS, default=None)
   parser.add_argument("--num-steps", type=int, default=None,
                       help="default step count of a request that gives none")

@@ -1,13 +1,13 @@
 """Fixtures shared across test modules. Exporting a sampler costs tens of seconds, so the
 smoke-profile export is made once per session; tests copy it before changing anything in it."""
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import core  # noqa: F401  (sets TensorFlow's environment before anything loads it)
 
-import os  # noqa: E402
+import os
 
-import pytest  # noqa: E402
+import pytest
 
-from pipeline import config as config_lib  # noqa: E402
+from core import config as config_lib
 
 SMOKE = config_lib.profile("smoke")
 
@@ -16,11 +16,11 @@ SMOKE = config_lib.profile("smoke")
 def smoke_export_dir(tmp_path_factory):
   """A seeded smoke-profile sampler exported in the Pusher layout: <serving_dir>/1/. Read-only."""
   # pylint: disable=g-import-not-at-top
-  import tiny_models
+  from tests.support import tiny_models
   from trainer_module import export
   export_dir = str(tmp_path_factory.mktemp("serving_model") / "1")
   export.export_sampler(tiny_models.seeded_tiny_unet(seed=0, config=SMOKE.unet),
-                        SMOKE.diffusion, SMOKE.sampler, export_dir)
+                        SMOKE.diffusion, SMOKE.sampler, export_dir, SMOKE.unet)
   return export_dir
 
 

@@ -1,15 +1,13 @@
 """AnomalyGate: passes clean ExampleValidator output, stops the run on any anomaly."""
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import os
 
-import os  # noqa: E402
+import pytest
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
 
-import pytest  # noqa: E402
-from tensorflow_metadata.proto.v0 import anomalies_pb2  # noqa: E402
-from tfx.types import artifact_utils  # noqa: E402
-from tfx.types import standard_artifacts  # noqa: E402
-
-from components.anomaly_gate import component  # noqa: E402
+from components.anomaly_gate import component
 
 
 def _anomalies_artifact(tmp_path, per_split):

@@ -5,35 +5,33 @@ U-Net's zero-initialised output conv predicts zero everywhere, and then labels a
 not reach the images, so the Python-loop-vs-exported comparison would pin much less.
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import dataclasses
+import json
+import os
+import shutil
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from benchmarks import denoise_clipping  # noqa: E402
-from benchmarks import denoiser_ceiling  # noqa: E402
-from benchmarks import exports_ab  # noqa: E402
-from benchmarks import forward_cost  # noqa: E402
-from benchmarks import judge  # noqa: E402
-from benchmarks import machine  # noqa: E402
-from benchmarks import quality  # noqa: E402
-from benchmarks import serving_concurrency  # noqa: E402
-from benchmarks import serving_latency  # noqa: E402
-from benchmarks import sweep  # noqa: E402
-from benchmarks import train_throughput  # noqa: E402
-from components.diffusion_evaluator import evaluation  # noqa: E402
-import fake_models  # noqa: E402  (tests/ is on sys.path)
-from pipeline import config as config_lib  # noqa: E402
-import tiny_models  # noqa: E402
-from trainer_module import clipped_noise  # noqa: E402
-from trainer_module import export  # noqa: E402
-from trainer_module import flops  # noqa: E402
+from benchmarks import denoise_clipping
+from benchmarks import denoiser_ceiling
+from benchmarks import exports_ab
+from benchmarks import forward_cost
+from benchmarks import judge
+from benchmarks import machine
+from benchmarks import quality
+from benchmarks import serving_concurrency
+from benchmarks import serving_latency
+from benchmarks import sweep
+from benchmarks import train_throughput
+from components.diffusion_evaluator import evaluation
+from tests.support import fake_models
+from core import config as config_lib
+from tests.support import tiny_models
+from trainer_module import clipped_noise
+from trainer_module import export
+from trainer_module import flops
 
 _CONFIG = config_lib.profile("smoke")
 
@@ -114,7 +112,7 @@ def test_serving_latency_writes_result(exported_dir, tmp_path, monkeypatch, caps
     result = json.load(f)
   assert result["command"].startswith("python -m benchmarks.serving_latency --model-dir ")
   assert set(result["machine"]) >= {"cpus", "tensorflow", "platform", "onednn"}
-  # pipeline/keras_env.py asks for oneDNN, and the fresh process inherits the environment.
+  # core/environment.py asks for oneDNN, and the fresh process inherits the environment.
   assert result["fresh_process"]["onednn"] is True
   assert result["model_dir"].endswith("/7")  # a serving dir resolves to its highest version
   assert result["fresh_process"]["project_modules"] == []
@@ -438,7 +436,7 @@ def test_train_throughput_writes_images_per_second_and_machine_share(tmp_path, m
   with open(tmp_path / "train_throughput_smoke.json") as f:
     result = json.load(f)
   assert result["command"] == "python -m benchmarks.train_throughput --profile smoke --steps 2"
-  assert result["machine"]["onednn"] is True  # pipeline/keras_env.py turned it on
+  assert result["machine"]["onednn"] is True  # core/environment.py turned it on
   assert result["images_per_second"] > 0 and result["train_gflop_per_image"] > 0
   assert result["share_of_matmul_rate"] == pytest.approx(result["achieved_gflops"] / 10)
 

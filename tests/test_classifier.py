@@ -1,13 +1,11 @@
 """Unit tests of trainer_module/classifier.py: the judge CNN and its serving wrapper."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pipeline.config import ClassifierConfig  # noqa: E402
-from trainer_module import classifier  # noqa: E402
+from core.config import ClassifierConfig
+from trainer_module import classifier
 
 _CONFIG = ClassifierConfig(filters=(4, 8), feature_dim=16, batch_size=4, train_steps=2,
                            learning_rate=1e-3, seed=0)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pipeline import config as config_lib
+from core import config as config_lib
 from pipeline import run as run_lib
 
 

@@ -1,4 +1,3 @@
-from pipeline import keras_env  # noqa: F401  (sets the Keras choice before TensorFlow loads)
 
 import math
 

@@ -1,14 +1,12 @@
-"""Unit tests of pipeline/config.py: profiles, JSON round trips and strict key checking."""
+"""Unit tests of core/config.py: profiles, JSON round trips and strict key checking."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import dataclasses
+import json
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
+import pytest
 
-import pytest  # noqa: E402
-
-from pipeline import config as config_lib  # noqa: E402
-from pipeline.config import (ClassifierConfig, DataConfig, DiffusionConfig,  # noqa: E402
+from core import config as config_lib
+from core.config import (ClassifierConfig, DataConfig, DiffusionConfig,
                              EvalConfig, PipelineConfig, SamplerConfig, TrainConfig,
                              UNetConfig)
 
@@ -117,10 +115,3 @@ def test_metadata_sqlite_defaults_under_pipeline_root():
 def test_configs_are_frozen():
   with pytest.raises(dataclasses.FrozenInstanceError):
     config_lib.profile("smoke").train.train_steps = 1  # type: ignore[misc]
-
-
-@pytest.mark.parametrize("name", sorted(config_lib.PROFILES))
-def test_evaluator_scores_the_served_default_guidance_and_steps(name):
-  config = config_lib.profile(name)
-  assert config.eval.guidance_scale == config.sampler.guidance_scale
-  assert config.eval.sample_steps == config.sampler.num_steps

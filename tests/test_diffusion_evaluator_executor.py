@@ -11,14 +11,15 @@ from tfx.types import standard_artifacts
 
 from components.diffusion_evaluator import DiffusionEvaluator
 from components.diffusion_evaluator import executor
-import fake_models  # tests/ is on sys.path: pytest's rootdir-relative import of test modules
-from pipeline.config import EvalConfig
-from pipeline.config import LABEL_KEY
+from tests.support import fake_models
+from core.config import EvalConfig
+from core.config import SamplerConfig
+from core.config import LABEL_KEY
 
 # Few images, few samples: the fakes agree with each other, so thresholds decide the outcome.
 # TFMA is off here (it costs tens of seconds a run); test_tfma_denoising_* turns it on.
 _CONFIG = EvalConfig(denoise_curve_sigmas=(0.2, 0.4), denoise_curve_num_images=10,
-                     samples_per_class=3, sample_steps=2, grid_seeds=2, batch_size=8,
+                     samples_per_class=3, grid_seeds=2, batch_size=8,
                      min_psnr=0.0, min_class_agreement=0.9, tfma_denoising=False)
 
 
@@ -177,14 +178,15 @@ def test_metrics_record_each_models_export_time_sampler_and_say_when_they_differ
   results, evaluation, blessing = _run(tmp_path, fakes, fakes["interval"], baseline=fakes["good"])
   candidate, baseline = results["candidate"]["sampling"], results["baseline"]["sampling"]
   assert candidate["sampler"] == "ddim" and candidate["guidance_sigma_interval"] == [1.0, None]
-  assert baseline["sampler"] == "unknown" and baseline["guidance_sigma_interval"] is None
-  # Same request for both (steps, guidance); the difference is stated, not held against either.
-  assert candidate["num_steps"] == baseline["num_steps"]
+  assert baseline["sampler"] == "ddim" and baseline["guidance_sigma_interval"] == [0.0, None]
+  # Each model samples at the defaults it records; the difference is stated, not held against either.
+  assert candidate["num_steps"] == baseline["num_steps"] == SamplerConfig().num_steps
+  assert candidate["guidance_scale"] == pytest.approx(SamplerConfig().guidance_scale)
   assert _blessed(blessing)
   notes = [r for r in results["blessing"]["reasons"] if "ddim, guidance at sigma >= 1" in r]
-  assert len(notes) == 1 and notes[0].startswith("ok: ") and "unknown, guidance at every step" in notes[0]
+  assert len(notes) == 1 and notes[0].startswith("ok: ") and "ddim, guidance at every step" in notes[0]
   with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
-    assert "| sampler (fixed at export) | ddim, guidance at sigma >= 1 | unknown" in f.read()
+    assert "| sampler (fixed at export) | ddim, guidance at sigma >= 1 | ddim, guidance at every step" in f.read()
 
 
 def test_read_split_does_not_depend_on_the_order_example_gen_wrote(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from components.diffusion_evaluator import metrics
 from components.diffusion_evaluator import report
-from pipeline.config import EvalConfig
+from core.config import EvalConfig
 
 
 def _images(count=4, seed=0):

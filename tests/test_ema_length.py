@@ -1,16 +1,14 @@
 """Tests of benchmarks/ema_length.py: several weight averages kept by one training."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import types
 
-import types  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from benchmarks import ema_length  # noqa: E402
-import tiny_models  # noqa: E402  (tests/ is on sys.path)
-from trainer_module import train  # noqa: E402
+from benchmarks import ema_length
+from tests.support import tiny_models
+from trainer_module import train
 
 _STEPS = 3
 # The Trainer's own decay, a copy of it, and one short enough to bind from the second step on

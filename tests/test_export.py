@@ -1,23 +1,21 @@
 """Tests of trainer_module/export.py on the seeded tiny U-Net, exported once per module (~20 s)."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import types
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import types  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
-
-import tiny_models  # noqa: E402  (tests/ is on sys.path)
-from pipeline.config import UNetConfig  # noqa: E402
-from trainer_module import export  # noqa: E402
+from core import serving_contract
+from tests.support import tiny_models
+from trainer_module import export
 
 _SAMPLER = tiny_models.TINY_SAMPLER  # num_steps 3, max_steps 16, max_batch 4, chunks of 3 rows
 _PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction"}
@@ -49,8 +47,8 @@ def exported(tmp_path_factory):
                                  _SAMPLER, export_dir, unet_config=tiny_models.TINY_UNET)
   loaded = tf.saved_model.load(export_dir)
   return types.SimpleNamespace(dir=export_dir, module=module, loaded=loaded,
-                               serve=loaded.signatures[export.SERVING_SIGNATURE],
-                               denoise=loaded.signatures[export.DENOISE_SIGNATURE])
+                               serve=loaded.signatures[serving_contract.SERVING_SIGNATURE],
+                               denoise=loaded.signatures[serving_contract.DENOISE_SIGNATURE])
 
 
 def _serve(exported, labels, guidance_scale=1.5, num_steps=3, seed=0):
@@ -132,36 +130,20 @@ def test_defaults_and_limits_are_saved_as_variables(exported):
   assert int(exported.loaded.max_batch.numpy()) == _SAMPLER.max_batch
 
 
-def test_restore_unet_rebuilds_the_network_the_saved_model_records(exported):
-  assert export.exported_unet_config(exported.loaded, UNetConfig()) == tiny_models.TINY_UNET
-  # The fallback (here the cpu profile's network) is not used when the export records its own.
-  restored = export.restore_unet(exported.dir, UNetConfig())
-  inputs = [tf.random.stateless_normal([2, 28, 28, 1], seed=[3, 0]), tf.constant([0.3, 0.8]),
-            tf.constant([4, 10])]
-  np.testing.assert_allclose(restored(inputs).numpy(),
-                             tiny_models.seeded_tiny_unet(seed=0)(inputs).numpy(), atol=1e-6)
+def test_load_unet_rebuilds_the_network_the_saved_model_records(exported):
+  assert export.recorded_unet_config(exported.loaded) == tiny_models.TINY_UNET
+  for source in (exported.dir, exported.loaded):  # a path, or the loaded object
+    restored, unet_config = export.load_unet(source)
+    assert unet_config == tiny_models.TINY_UNET
+    inputs = [tf.random.stateless_normal([2, 28, 28, 1], seed=[3, 0]), tf.constant([0.3, 0.8]),
+              tf.constant([4, 10])]
+    np.testing.assert_allclose(restored(inputs).numpy(),
+                               tiny_models.seeded_tiny_unet(seed=0)(inputs).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("variable_names, upsample, decoder_skips", [
-    # Runs 1-8: an upsampling conv, and a second decoder block at 28x28 (skips from every layer).
-    (["stem/kernel:0", "upsample1/kernel:0", "up0_1_conv1/kernel:0"], "nearest_conv",
-     "every_layer"),
-    (["stem/kernel:0", "up0_0_conv1/kernel:0"], "bilinear", "res_blocks")])  # the fallback as is
-def test_exports_without_a_recorded_config_fall_back_by_their_weights(variable_names, upsample,
-                                                                       decoder_skips):
-  loaded = types.SimpleNamespace(
-      model_variables=[types.SimpleNamespace(name=name) for name in variable_names])
-  fallback = UNetConfig(upsample="bilinear", decoder_skips="res_blocks")
-  assert export.exported_unet_config(loaded, fallback) == dataclasses.replace(
-      fallback, upsample=upsample, decoder_skips=decoder_skips)
-
-
-def test_a_record_from_before_decoder_skips_means_skips_from_every_layer():
-  # Runs 9-10 recorded their UNetConfig before the field existed; their decoders had every skip.
-  recorded = UNetConfig(decoder_skips="every_layer").to_dict()
-  del recorded["decoder_skips"]
-  loaded = types.SimpleNamespace(unet_config=tf.constant(json.dumps(recorded)))
-  assert export.exported_unet_config(loaded, UNetConfig()).decoder_skips == "every_layer"
+def test_a_saved_model_that_records_no_network_is_refused():
+  with pytest.raises(ValueError, match="records no unet_config"):
+    export.recorded_unet_config(types.SimpleNamespace(), "some/dir")
 
 
 def test_denoise_signature_shape_range_and_eager_match(exported):
@@ -264,13 +246,6 @@ def test_saved_model_graph_has_no_python_function_ops(exported):
   assert ops & {"While", "StatelessWhile"}
   assert "Assert" in ops
   assert not ops & _PY_FUNC_OPS
-
-
-def test_a_bfloat16_export_needs_the_network_config(tmp_path):
-  with pytest.raises(ValueError, match="unet_config"):
-    export.export_sampler(tiny_models.seeded_tiny_unet(seed=0), tiny_models.TINY_DIFFUSION,
-                          dataclasses.replace(_SAMPLER, compute_dtype="bfloat16"),
-                          str(tmp_path / "sampler"))
 
 
 def test_a_bfloat16_export_serves_in_fresh_process_without_project(tmp_path):

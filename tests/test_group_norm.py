@@ -1,13 +1,11 @@
 """trainer_module/group_norm.py: the same function and weights as Keras' GroupNormalization."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from trainer_module.group_norm import GroupNorm  # noqa: E402
+from trainer_module.group_norm import GroupNorm
 
 
 def _pair(groups, channels, seed=0):

@@ -9,7 +9,7 @@ import pytest
 
 from components.mnist_example_gen import executor
 from components.mnist_example_gen import idx
-from pipeline import config
+from core import config
 
 # TensorFlow after keras_env, which the imports above run.
 import tensorflow as tf  # pylint: disable=g-bad-import-order

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from components.mnist_example_gen import idx
-from pipeline import config
+from core import config
 
 # Published MNIST class counts.
 TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

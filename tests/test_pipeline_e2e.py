@@ -5,21 +5,19 @@ everything up to the trainers from the cache; the Evaluator runs again only beca
 input changed (run 1's model is now the latest blessed one), exactly as in TFX's penguin example.
 """
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import dataclasses
+import json
+import os
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
+import pytest
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
 
-import pytest  # noqa: E402
-from ml_metadata.metadata_store import metadata_store  # noqa: E402
-from ml_metadata.proto import metadata_store_pb2  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-
-import fresh_process  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from pipeline import definition  # noqa: E402
-from pipeline import run as run_lib  # noqa: E402
+from tests.support import fresh_process
+from core import config as config_lib
+from pipeline import definition
+from pipeline import run as run_lib
 
 UPSTREAM_NODES = ("MnistExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
                   "AnomalyGate", "Transform", definition.DIFFUSION_TRAINER_ID,

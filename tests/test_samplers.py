@@ -1,14 +1,12 @@
 """Unit tests of trainer_module/samplers.py: noise streams, guidance, DDIM and ancestral."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import tiny_models  # noqa: E402  (tests/ is on sys.path)
-from trainer_module import samplers  # noqa: E402
-from trainer_module import schedule as schedule_lib  # noqa: E402
+from tests.support import tiny_models
+from trainer_module import samplers
+from trainer_module import schedule as schedule_lib
 
 _NULL = 10
 _SCHEDULE = tiny_models.tiny_schedule()

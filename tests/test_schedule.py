@@ -1,14 +1,12 @@
 """Unit tests of trainer_module/schedule.py: the cosine schedule and x0 / eps / v conversions."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import math
 
-import math  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from trainer_module import schedule as schedule_lib  # noqa: E402
+from trainer_module import schedule as schedule_lib
 
 _SCHEDULE = schedule_lib.CosineSchedule(min_signal_rate=0.02, max_signal_rate=0.9995)
 _TIMES = tf.linspace(0.0, 1.0, 101)

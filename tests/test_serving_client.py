@@ -4,27 +4,25 @@ The REST and gRPC transports talk to in-test stand-ins for TF Serving that repla
 the exported `serving_default` signature, answering in TF Serving's formats (errors included).
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+from concurrent import futures
+import http.server
+import json
+import os
+import socket
+import threading
 
-from concurrent import futures  # noqa: E402
-import http.server  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
+import grpc
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.framework import types_pb2  # noqa: E402
-from tensorflow_serving.apis import predict_pb2  # noqa: E402
-from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
-
-from pipeline import config  # noqa: E402
-from serving import client  # noqa: E402
-from serving import grid  # noqa: E402
+from pipeline import config
+from serving import client
+from serving import grid
 
 _SMOKE = config.profile("smoke")
 

@@ -1,21 +1,19 @@
 """serving.reexport: a pushed model served with other sampler settings as the next version."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import argparse
+import dataclasses
+import os
+import shutil
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pipeline import config as config_lib  # noqa: E402
-from serving import client  # noqa: E402
-from serving import reexport  # noqa: E402
-from serving import warmup  # noqa: E402
-from trainer_module import export  # noqa: E402
+from core import config as config_lib
+from core import serving_contract
+from serving import reexport
+from core import warmup
+from trainer_module import export
 
 SMOKE = config_lib.profile("smoke")
 
@@ -30,35 +28,27 @@ def reexported(smoke_export_dir, tmp_path_factory):
   return serving_dir
 
 
-def test_exported_sampler_config_reads_what_the_export_records(smoke_export_dir):
-  fallback = dataclasses.replace(SMOKE.sampler, sampler="ancestral", num_steps=99,
-                                 guidance_scale=9.0, max_batch=3, guidance_min_sigma=0.0,
-                                 guidance_max_sigma=None, max_rows_per_call=7,
-                                 network_copies=5, null_label=11)
-  recorded = export.exported_sampler_config(tf.saved_model.load(smoke_export_dir), fallback)
-  # Everything the SavedModel records is the export's; what it does not record, the fallback's.
-  assert recorded == dataclasses.replace(SMOKE.sampler, null_label=11)
+def test_recorded_sampler_config_reads_what_the_export_records(smoke_export_dir):
+  recorded = serving_contract.recorded_sampler_config(tf.saved_model.load(smoke_export_dir))
+  assert recorded == SMOKE.sampler
 
 
-def test_exported_sampler_config_of_an_export_without_records():
-  class OldExport:  # runs 1-5 recorded neither the sampler nor the interval nor the network calls
+def test_a_saved_model_that_records_no_sampler_settings_is_refused():
+  class NotOurExport:
     pass
-  recorded = export.exported_sampler_config(OldExport(), SMOKE.sampler)
-  assert recorded == dataclasses.replace(SMOKE.sampler, guidance_min_sigma=0.0,
-                                         guidance_max_sigma=None)
+  with pytest.raises(ValueError, match="records no sampler_name"):
+    serving_contract.recorded_sampler_config(NotOurExport(), "some/dir")
 
 
 def test_reexport_writes_the_next_version_with_only_the_requested_changes(reexported):
-  assert reexport.numeric_versions(reexported) == [1, 2]
-  assert client.resolve_model_dir(reexported) == os.path.join(reexported, "2")  # what TF Serving serves
+  assert serving_contract.numeric_versions(reexported) == [1, 2]
+  assert serving_contract.resolve_model_dir(reexported) == os.path.join(reexported, "2")  # what TF Serving serves
   old = tf.saved_model.load(os.path.join(reexported, "1"))
   new = tf.saved_model.load(os.path.join(reexported, "2"))
-  assert export.exported_sampler_config(new, SMOKE.sampler) == dataclasses.replace(
-      export.exported_sampler_config(old, SMOKE.sampler), sampler="dpmpp_2m", num_steps=3,
+  assert serving_contract.recorded_sampler_config(new) == dataclasses.replace(
+      serving_contract.recorded_sampler_config(old), sampler="dpmpp_2m", num_steps=3,
       guidance_scale=2.5)
-  # The same network, now recorded even where the source export recorded none.
-  assert new.unet_config.numpy()
-  assert export.exported_unet_config(new, SMOKE.unet) == export.exported_unet_config(old, SMOKE.unet)
+  assert export.recorded_unet_config(new) == export.recorded_unet_config(old) == SMOKE.unet
   old_weights = {v.name: v.numpy() for v in old.model_variables}
   new_weights = {v.name: v.numpy() for v in new.model_variables}
   assert old_weights.keys() == new_weights.keys()
@@ -76,8 +66,8 @@ def test_a_reexport_keeps_the_recorded_network_calls(smoke_export_dir, tmp_path)
                  "--network-copies", "3"])
   reexport.main(["--serving-dir", serving_dir, "--profile", "smoke", "--num-steps", "2"])
   # Version 3 changed only the default step count: no row limit and three copies, as version 2.
-  recorded = export.exported_sampler_config(
-      tf.saved_model.load(os.path.join(serving_dir, "3")), SMOKE.sampler)
+  recorded = serving_contract.recorded_sampler_config(
+      tf.saved_model.load(os.path.join(serving_dir, "3")))
   assert recorded == dataclasses.replace(SMOKE.sampler, max_rows_per_call=None, network_copies=3,
                                          num_steps=2)
 
@@ -100,8 +90,8 @@ def test_a_bfloat16_version_keeps_the_weights_and_samples_close_to_float32(smoke
   reexport.main(["--serving-dir", serving_dir, "--profile", "smoke", "--compute-dtype", "bfloat16"])
   new = tf.saved_model.load(os.path.join(serving_dir, "2"))
   old = tf.saved_model.load(os.path.join(serving_dir, "1"))
-  assert export.exported_sampler_config(new, SMOKE.sampler) == dataclasses.replace(
-      export.exported_sampler_config(old, SMOKE.sampler), compute_dtype="bfloat16")
+  assert serving_contract.recorded_sampler_config(new) == dataclasses.replace(
+      serving_contract.recorded_sampler_config(old), compute_dtype="bfloat16")
   new_weights = {v.name: v for v in new.model_variables}
   for variable in old.model_variables:
     assert new_weights[variable.name].dtype == tf.float32
@@ -126,11 +116,11 @@ def test_a_bfloat16_version_keeps_the_weights_and_samples_close_to_float32(smoke
     (["--sampler", "dpmpp_2m", "--version", "1"], "already exists"),
 ])
 def test_bad_requests_write_nothing(smoke_serving_dir, flags, message, capsys):
-  before = reexport.numeric_versions(smoke_serving_dir)
+  before = serving_contract.numeric_versions(smoke_serving_dir)
   with pytest.raises(SystemExit):
     reexport.main(["--serving-dir", smoke_serving_dir, "--profile", "smoke", *flags])
   assert message in capsys.readouterr().err
-  assert reexport.numeric_versions(smoke_serving_dir) == before
+  assert serving_contract.numeric_versions(smoke_serving_dir) == before
 
 
 def test_network_copies_is_a_change_the_command_line_can_ask_for():

@@ -1,17 +1,15 @@
-"""serving.warmup: the warm-up TFRecord inside a tiny real export, and replaying it on the model."""
+"""core.warmup: the warm-up TFRecord inside a tiny real export, and replaying it on the model."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import os
+import shutil
 
-import os  # noqa: E402
-import shutil  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
-
-from serving import client  # noqa: E402
-from serving import warmup  # noqa: E402
+from serving import client
+from core import warmup
 
 
 @pytest.fixture(scope="module")

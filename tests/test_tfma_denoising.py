@@ -1,23 +1,21 @@
 """The reference denoising protocol through TFMA (components/diffusion_evaluator/tfma_denoising.py)
 equals the numpy path, overall and per digit; the custom PSNR metric on known inputs."""
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import math
+import os
 
-import math  # noqa: E402
-import os  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_specs
+from tensorflow_model_analysis.metrics import metric_types
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_model_analysis as tfma  # noqa: E402
-from tensorflow_model_analysis.metrics import metric_specs  # noqa: E402
-from tensorflow_model_analysis.metrics import metric_types  # noqa: E402
-
-from components.diffusion_evaluator import evaluation  # noqa: E402
-from components.diffusion_evaluator import metrics  # noqa: E402
-from components.diffusion_evaluator import tfma_denoising  # noqa: E402
-from components.diffusion_evaluator import tfma_metrics  # noqa: E402
-import fake_models  # noqa: E402  (tests/ is on sys.path)
+from components.diffusion_evaluator import evaluation
+from components.diffusion_evaluator import metrics
+from components.diffusion_evaluator import tfma_denoising
+from components.diffusion_evaluator import tfma_metrics
+from tests.support import fake_models
 
 SIGMA, SEED = 0.4, 0
 NUM_IMAGES = 30

@@ -1,20 +1,19 @@
 """Tests of trainer_module/train.py: the training loop, resumable checkpoints, EMA and helpers."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import json
+import math
+import os
+import shutil
+import types
 
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import types  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import tiny_models  # noqa: E402  (tests/ is on sys.path)
-from pipeline import config as config_lib  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
-from trainer_module import train  # noqa: E402
+from tests.support import tiny_models
+from core import config as config_lib
+from core.config import PipelineConfig
+from trainer_module import train
 
 
 def _weights(model):
@@ -190,6 +189,23 @@ def test_code_version_is_a_stable_16_digit_hex_string():
   assert version == train.code_version()
   assert len(version) == 16
   int(version, 16)  # raises unless hex
+
+
+def test_code_version_covers_the_ground_the_model_stands_on(tmp_path):
+  # The exported model depends on core/ (config, serving contract) as much as on trainer_module/:
+  # an edit to either must invalidate the Trainer's cache.
+  assert {os.path.basename(d) for d in train.MODEL_CODE_DIRS} == {"core", "trainer_module"}
+  copies = [str(tmp_path / os.path.basename(d)) for d in train.MODEL_CODE_DIRS]
+  for source, copy in zip(train.MODEL_CODE_DIRS, copies):
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
+  before = train.code_version(copies)
+  assert before == train.code_version()
+  for copy in copies:
+    contract = os.path.join(copy, "serving_contract.py" if copy.endswith("core") else "export.py")
+    with open(contract, "a") as f:
+      f.write("\n# an edit\n")
+    assert train.code_version(copies) != before
+    before = train.code_version(copies)
 
 
 def test_warmup_cosine_decay_values():

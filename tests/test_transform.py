@@ -1,13 +1,11 @@
 """Unit tests of trainer_module/transform.py (pixel scaling) and data.to_images_and_labels."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pipeline.config import IMAGE_KEY, LABEL_KEY  # noqa: E402
-from trainer_module import data as data_lib  # noqa: E402
-from trainer_module import transform  # noqa: E402
+from core.config import IMAGE_KEY, LABEL_KEY
+from trainer_module import data as data_lib
+from trainer_module import transform
 
 
 def _raw_batch(batch_size=3):

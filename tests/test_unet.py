@@ -1,16 +1,14 @@
 """Unit tests of trainer_module/unet.py: shapes per profile and what the output depends on."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import dataclasses
 
-import dataclasses  # noqa: E402
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import tiny_models  # noqa: E402  (tests/ is on sys.path)
-from pipeline import config as config_lib  # noqa: E402
-from trainer_module import unet  # noqa: E402
+from tests.support import tiny_models
+from core import config as config_lib
+from trainer_module import unet
 
 _NOISY = tf.random.stateless_normal([2, 28, 28, 1], seed=[3, 0])
 _HALF = tf.constant([0.5, 0.5])

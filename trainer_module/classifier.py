@@ -11,7 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from pipeline.config import IMAGE_SIZE, NUM_CLASSES, ClassifierConfig
+from core.config import IMAGE_SIZE, NUM_CLASSES, ClassifierConfig
 from trainer_module import data as data_lib
 from trainer_module import transform
 from trainer_module.train import config_from_custom_config

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from pipeline.config import IMAGE_KEY, IMAGE_SIZE, LABEL_KEY
+from core.config import IMAGE_KEY, IMAGE_SIZE, LABEL_KEY
 
 
 def to_images_and_labels(features):

@@ -7,7 +7,7 @@ import tensorflow as tf
 from tensorflow.python.profiler import model_analyzer
 from tensorflow.python.profiler import option_builder
 
-from pipeline.config import IMAGE_SIZE
+from core.config import IMAGE_SIZE
 
 # A training step costs about three forward passes: the forward, and the backward pass for the
 # activations and for the weights.

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from pipeline.config import IMAGE_SIZE
+from core.config import IMAGE_SIZE
 from trainer_module import schedule as schedule_lib
 from trainer_module import transform
 
@@ -63,13 +63,11 @@ def _pad_rows(values: tf.Tensor, padding) -> tf.Tensor:
 def chunked_network(model: Callable, max_rows: int) -> Callable:
   """`model`, called on the chunks of `chunk_layout(rows, max_rows)`, one at a time.
 
-  Same outputs, bounded activations: a guided request for 256 digits is 512 rows. On the older,
-  wider networks small chunks also saved time (51 GFLOP/s on chunks of 40 instead of 39-40 on the
-  whole batch); on the current network they cost time on some CPUs (README, "Chunks of the
-  network call"). Every row is computed independently of the others (GroupNorm is per sample), so
+  Same outputs, bounded activations: a guided request for 256 digits is 512 rows. The chunk size
+  trades memory for speed per CPU (docs/design.md, "Rows per network call"). Every row is computed independently of the others (GroupNorm is per sample), so
   chunking changes no result.
 
-  One chunk at a time: two in flight ran 12% faster, but one kernel of TensorFlow 2.16's oneDNN
+  One chunk at a time: two in flight would be faster, but one kernel of TensorFlow 2.16's oneDNN
   convolution is not safe to run twice at once (a first call segfaulted in
   `MklConvOp::AllocateOutputTensor`, caught under gdb in this repo's tests), and a served model
   must not crash its server. `concurrent_network` gets that overlap from separate kernels.
@@ -101,7 +99,7 @@ def concurrent_network(model: Callable, copies: int) -> Callable:
   network's ops (the model is traced once per slice), so the graph runtime's inter-op threads run
   the slices at once. The same outputs, sooner: two ops in flight keep both cores busy where one
   op alone does not (small ops, memory-bound ones, a thread waiting at a parallel-for's end).
-  README, "Two copies of the network in flight", has the gain per request size.
+  docs/design.md, "Network copies", has the gain per request size.
 
   Separate copies, not one copy run twice at once: two loop iterations sharing one oneDNN
   convolution kernel crashed (`chunked_network`), because the kernel keeps per-call buffers in

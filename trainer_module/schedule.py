@@ -11,7 +11,7 @@ import math
 
 import tensorflow as tf
 
-from pipeline.config import DiffusionConfig
+from core.config import DiffusionConfig
 
 # The defaults below (the schedule's ends, how training draws times) are the profile's.
 _DIFFUSION_DEFAULTS = DiffusionConfig()

@@ -9,13 +9,15 @@ import hashlib
 import json
 import os
 import time
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from pipeline.config import NUM_CLASSES, PipelineConfig
+import core
+from core.config import NULL_LABEL, PipelineConfig
+import trainer_module
 from trainer_module import data as data_lib
 from trainer_module import export
 from trainer_module import flops as flops_lib
@@ -33,15 +35,22 @@ CLASSIFIER_TRAINER_FIELDS = ("classifier",)
 CODE_VERSION_KEY = "code_version"
 
 
-def code_version() -> str:
-  """A hash of this package's source. run_fn is named by import path, which TFX does not
-  fingerprint, so without this a changed model or training loop would be served from the cache."""
-  package_dir = os.path.dirname(os.path.abspath(__file__))
+# The code a Trainer's output depends on: this package and the ground it stands on (config,
+# environment, serving contract). Nothing else of the project is imported by the exported model.
+MODEL_CODE_DIRS = tuple(os.path.dirname(os.path.abspath(package.__file__))
+                        for package in (core, trainer_module))
+
+
+def code_version(package_dirs: Sequence[str] = MODEL_CODE_DIRS) -> str:
+  """A hash of the Python source in `package_dirs`. run_fn is named by import path, which TFX
+  does not fingerprint, so without this a changed model or training loop would be served from
+  the cache."""
   digest = hashlib.sha256()
-  for name in sorted(os.listdir(package_dir)):
-    if name.endswith(".py"):
-      with open(os.path.join(package_dir, name), "rb") as f:
-        digest.update(name.encode() + f.read())
+  for package_dir in package_dirs:
+    for name in sorted(os.listdir(package_dir)):
+      if name.endswith(".py"):
+        with open(os.path.join(package_dir, name), "rb") as f:
+          digest.update(f"{os.path.basename(package_dir)}/{name}".encode() + f.read())
   return digest.hexdigest()[:16]
 
 
@@ -111,7 +120,7 @@ class DiffusionTrainer(tf.Module):
     diffusion = self.config.diffusion
     batch_size = tf.shape(images)[0]
     dropped = self.rng.uniform([batch_size]) < diffusion.label_dropout
-    labels = tf.where(dropped, tf.fill([batch_size], NUM_CLASSES), labels)
+    labels = tf.where(dropped, tf.fill([batch_size], NULL_LABEL), labels)
     diffusion_times = schedule_lib.sample_training_times(
         self.rng, batch_size, self.schedule, diffusion.training_times, diffusion.log_sigma_mean,
         diffusion.log_sigma_std)

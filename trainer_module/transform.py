@@ -7,7 +7,7 @@ evaluator and the exported sampler all go through these two functions.
 
 import tensorflow as tf
 
-from pipeline.config import IMAGE_KEY, IMAGE_SIZE, LABEL_KEY
+from core.config import IMAGE_KEY, IMAGE_SIZE, LABEL_KEY
 
 PIXEL_MAX = 255.0
 

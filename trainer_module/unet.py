@@ -14,7 +14,7 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
-from pipeline.config import IMAGE_SIZE, NUM_CLASSES, UNetConfig
+from core.config import IMAGE_SIZE, NUM_CLASSES, UNetConfig
 from trainer_module.group_norm import GroupNorm
 
 # Diffusion times are embedded as t * TIME_SCALE with transformer-style sinusoids.

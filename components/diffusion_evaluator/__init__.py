@@ -1,8 +1,8 @@
 """Custom TFX component scoring the diffusion model: denoising, guided samples, blessing."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import core  # noqa: F401  (sets TensorFlow's environment before anything loads it)
 
-from components.diffusion_evaluator.component import DiffusionEvaluator  # noqa: E402
-from components.diffusion_evaluator.component import DiffusionEvaluatorSpec  # noqa: E402
+from components.diffusion_evaluator.component import DiffusionEvaluator
+from components.diffusion_evaluator.component import DiffusionEvaluatorSpec
 
 __all__ = ["DiffusionEvaluator", "DiffusionEvaluatorSpec"]

@@ -18,7 +18,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components.diffusion_evaluator import executor
-from pipeline.config import EvalConfig
+from core.config import EvalConfig
 
 
 class DiffusionEvaluatorSpec(types.ComponentSpec):

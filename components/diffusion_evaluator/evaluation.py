@@ -4,25 +4,24 @@ The DiffusionEvaluator's executor adapts TFX artifacts to these functions; the b
 (benchmarks/quality.py) call them directly, so both measure exactly the same thing.
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import contextlib
+import hashlib
+import math
+import os
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import contextlib  # noqa: E402
-import hashlib  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple  # noqa: E402
+from absl import logging
+import numpy as np
+import tensorflow as tf
 
-from absl import logging  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
-from pipeline.config import EvalConfig  # noqa: E402
-from pipeline.config import IMAGE_KEY  # noqa: E402
-from pipeline.config import IMAGE_SIZE  # noqa: E402
-from pipeline.config import LABEL_KEY  # noqa: E402
-from pipeline.config import NUM_CLASSES  # noqa: E402
+from components.diffusion_evaluator import metrics as metrics_lib
+from core import serving_contract
+from core.config import EvalConfig
+from core.config import IMAGE_KEY
+from core.config import IMAGE_SIZE
+from core.config import LABEL_KEY
+from core.config import NUM_CLASSES
 
 # Judge: images [N, 28, 28, 1] in [0, 1] -> (predicted classes [N], features [N, D]).
 JudgeFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
@@ -65,8 +64,7 @@ def content_order(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """Indices that sort examples by a hash of their label and pixels.
 
   TFX's ExampleGen reshuffles the records of a split as it writes them, so the same examples come
-  out in another order from one run to the next (run 12 vs run 11: 24% of the eval positions held
-  another digit). Every subset taken by position (`limit`, `pick`) would then differ between two
+  out in another order from one run to the next. Every subset taken by position (`limit`, `pick`) would then differ between two
   runs of the same model; in this order it depends on the examples alone.
   """
   keys = [hashlib.sha256(np.int32(label).tobytes() + image.tobytes()).digest()
@@ -80,39 +78,43 @@ def batches(count: int, batch_size: int) -> Iterator[Tuple[int, slice]]:
 
 
 class DiffusionModel:
-  """The diffusion SavedModel's two signatures, called in batches."""
+  """The diffusion SavedModel's two signatures, called in batches, and the sampler settings it
+  records (serving_contract.recorded_sampler_config): a request that leaves steps and guidance to
+  the model gets the recorded defaults, and so does the Evaluator."""
 
   def __init__(self, saved_model_dir: str, batch_size: int):
     logging.info("DiffusionEvaluator: loading diffusion model %s", saved_model_dir)
     # Keep the loaded object: its signatures hold only weak references to the variables.
     self._loaded = tf.saved_model.load(saved_model_dir)
-    self._sample = self._loaded.signatures["serving_default"]
-    self._denoise = self._loaded.signatures["denoise"]
-    # The exported sampler rejects requests above its max_batch variable (when it has one).
-    max_batch = getattr(self._loaded, "max_batch", None)
-    if isinstance(max_batch, tf.Variable):
-      batch_size = min(batch_size, int(max_batch.numpy()))
-    self._batch_size = batch_size
+    self._sample = self._loaded.signatures[serving_contract.SERVING_SIGNATURE]
+    self._denoise = self._loaded.signatures[serving_contract.DENOISE_SIGNATURE]
+    self.sampler_config = serving_contract.recorded_sampler_config(self._loaded, saved_model_dir)
+    # The exported sampler rejects requests above its max_batch.
+    self._batch_size = min(batch_size, self.sampler_config.max_batch)
 
-  def sample(self, labels: np.ndarray, guidance_scale: float, num_steps: int,
-             seed: int) -> np.ndarray:
-    """Float images [N, 28, 28, 1] in [0, 1]; batch i is drawn with seed `seed + i`."""
+  def sample(self, labels: np.ndarray, seed: int, guidance_scale: Optional[float] = None,
+             num_steps: Optional[int] = None) -> np.ndarray:
+    """Float images [N, 28, 28, 1] in [0, 1]; batch i is drawn with seed `seed + i`. Steps and
+    guidance default to the model's own."""
+    guidance_scale = self.sampler_config.guidance_scale if guidance_scale is None else guidance_scale
+    num_steps = self.sampler_config.num_steps if num_steps is None else num_steps
     images = []
     for index, rows in batches(len(labels), self._batch_size):
-      outputs = self._sample(
-          labels=tf.constant(labels[rows], tf.int32),
-          guidance_scale=tf.constant(guidance_scale, tf.float32),
-          num_steps=tf.constant(num_steps, tf.int32),
-          seed=tf.constant(seed + index, tf.int32))
-      images.append(outputs["images_float"].numpy())
+      outputs = self._sample(**{
+          serving_contract.LABELS: tf.constant(labels[rows], tf.int32),
+          serving_contract.GUIDANCE_SCALE: tf.constant(guidance_scale, tf.float32),
+          serving_contract.NUM_STEPS: tf.constant(num_steps, tf.int32),
+          serving_contract.SEED: tf.constant(seed + index, tf.int32)})
+      images.append(outputs[serving_contract.IMAGES_FLOAT_OUTPUT].numpy())
     return np.concatenate(images).astype(np.float32)
 
   def denoise(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
     denoised = []
     for _, rows in batches(len(noisy), self._batch_size):
-      outputs = self._denoise(noisy_images=tf.constant(noisy[rows], tf.float32),
-                              noise_sigma=tf.constant(sigma, tf.float32))
-      denoised.append(outputs["denoised_images"].numpy())
+      outputs = self._denoise(**{
+          serving_contract.NOISY_IMAGES: tf.constant(noisy[rows], tf.float32),
+          serving_contract.NOISE_SIGMA: tf.constant(sigma, tf.float32)})
+      denoised.append(outputs[serving_contract.DENOISED_IMAGES_OUTPUT].numpy())
     return np.concatenate(denoised).astype(np.float32)
 
   @property
@@ -127,18 +129,14 @@ class DiffusionModel:
 
   @property
   def sampler(self) -> str:
-    """The sampler fixed at export ("ddim", "dpmpp_2m", "ancestral") or "unknown"."""
-    return exported_sampler(self._loaded)
+    """The sampler fixed at export ("ddim", "dpmpp_2m", "ancestral")."""
+    return self.sampler_config.sampler
 
   @property
-  def guidance_sigma_interval(self) -> Optional[List[float]]:
+  def guidance_sigma_interval(self) -> List[Optional[float]]:
     """[min, max] noise levels where the exported sampler applies guidance above 1 (max None =
-    no bound); None for a model exported before the interval existed (it guides every step)."""
-    interval = getattr(self._loaded, "guidance_sigma_interval", None)
-    if interval is None:
-      return None
-    low, high = interval.numpy().tolist()
-    return [low, None if math.isinf(high) else high]
+    no bound)."""
+    return [self.sampler_config.guidance_min_sigma, self.sampler_config.guidance_max_sigma]
 
 
 class Judge:
@@ -227,12 +225,16 @@ def denoising_metrics(model: DiffusionModel, real: RealData, config: EvalConfig,
 
 
 def sampling_metrics(model: DiffusionModel, judge: JudgeFn, real: RealData, config: EvalConfig,
-                     timings: Dict[str, float]) -> Tuple[Dict[str, Any], np.ndarray]:
-  """Guided samples at (sample_steps, guidance_scale), judged: agreement, Frechet and KID."""
+                     timings: Dict[str, float], guidance_scale: Optional[float] = None,
+                     num_steps: Optional[int] = None) -> Tuple[Dict[str, Any], np.ndarray]:
+  """Guided samples, judged: agreement, Frechet and KID. Steps and guidance default to the
+  model's own (what a request that leaves them out gets)."""
   labels = sample_labels(config)
-  with timed(f"{len(labels)} guided samples ({config.sample_steps} steps, guidance "
-             f"{config.guidance_scale})", timings, "sampling"):
-    samples = model.sample(labels, config.guidance_scale, config.sample_steps, config.seed)
+  guidance_scale = model.sampler_config.guidance_scale if guidance_scale is None else guidance_scale
+  num_steps = model.sampler_config.num_steps if num_steps is None else num_steps
+  with timed(f"{len(labels)} guided samples ({num_steps} steps, guidance {guidance_scale})",
+             timings, "sampling"):
+    samples = model.sample(labels, config.seed, guidance_scale, num_steps)
 
   with timed("judging the samples", timings, "judging"):
     predicted, sample_features = judge(samples)
@@ -247,8 +249,8 @@ def sampling_metrics(model: DiffusionModel, judge: JudgeFn, real: RealData, conf
       "sampling": {
           "samples_per_class": config.samples_per_class,
           "num_samples": int(len(labels)),
-          "num_steps": config.sample_steps,
-          "guidance_scale": config.guidance_scale,
+          "num_steps": num_steps,
+          "guidance_scale": guidance_scale,
           # Fixed at export, so part of the model rather than of the request: recorded so that a
           # comparison of two models says how each one sampled.
           "sampler": model.sampler,
@@ -286,7 +288,7 @@ def grid_images(model: DiffusionModel, samples: np.ndarray, config: EvalConfig) 
     per_digit = samples.reshape(NUM_CLASSES, config.samples_per_class, *samples.shape[1:])
     return per_digit[:, :config.grid_seeds]
   labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), config.grid_seeds)
-  grid = model.sample(labels, config.guidance_scale, config.sample_steps, config.seed)
+  grid = model.sample(labels, config.seed)
   return grid.reshape(NUM_CLASSES, config.grid_seeds, *grid.shape[1:])
 
 
@@ -301,12 +303,3 @@ def json_safe(value: Any) -> Any:
   if isinstance(value, np.integer):
     return int(value)
   return value
-
-
-SAMPLER_UNKNOWN = "unknown"
-
-
-def exported_sampler(loaded) -> str:
-  """The sampler a loaded diffusion SavedModel runs, as saved at export, or "unknown"."""
-  name = getattr(loaded, "sampler_name", None)
-  return name.numpy().decode() if name is not None else SAMPLER_UNKNOWN

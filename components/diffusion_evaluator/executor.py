@@ -54,8 +54,8 @@ from components.diffusion_evaluator import evaluation as evaluation_lib
 from components.diffusion_evaluator import metrics as metrics_lib
 from components.diffusion_evaluator import report
 from components.diffusion_evaluator.metrics import decide_blessing  # noqa: F401  (re-exported)
-from pipeline.config import EvalConfig
-from pipeline.config import NUM_CLASSES
+from core.config import EvalConfig
+from core.config import NUM_CLASSES
 
 # Keys of the component spec (component.py uses the same constants).
 EXAMPLES_KEY = "examples"

@@ -13,8 +13,8 @@ import numpy as np
 from scipy import linalg
 import tensorflow as tf
 
-from pipeline.config import EvalConfig
-from pipeline.config import NUM_CLASSES
+from core.config import EvalConfig
+from core.config import NUM_CLASSES
 
 # The published reference protocol (sigma 0.4 Gaussian noise on [0, 1] images, clipped, one-step
 # x0 prediction), reported beside our numbers. RMSE = sqrt(MSE); PSNR is the mean per-image PSNR.

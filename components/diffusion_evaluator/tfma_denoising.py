@@ -17,25 +17,23 @@ pixel on its own (trainer_module/clipped_noise.py) and the network treats every 
 so an image is denoised the same in any batch TFMA forms.
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import math
+import os
+import tempfile
+from typing import Any, Dict, Optional, Union
 
-import math  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-from typing import Any, Dict, Optional, Union  # noqa: E402
+from absl import logging
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from tfx_bsl.tfxio import tf_example_record
 
-from absl import logging  # noqa: E402
-import apache_beam as beam  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_model_analysis as tfma  # noqa: E402
-from tfx_bsl.tfxio import tf_example_record  # noqa: E402
-
-from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
-from components.diffusion_evaluator import tfma_metrics  # noqa: E402
-from pipeline.config import IMAGE_KEY  # noqa: E402
-from pipeline.config import IMAGE_SIZE  # noqa: E402
-from pipeline.config import LABEL_KEY  # noqa: E402
+from components.diffusion_evaluator import metrics as metrics_lib
+from components.diffusion_evaluator import tfma_metrics
+from core.config import IMAGE_KEY
+from core.config import IMAGE_SIZE
+from core.config import LABEL_KEY
 
 NOISY_IMAGE_KEY = "noisy_image"
 OUTPUT_KEY = "denoised_images"

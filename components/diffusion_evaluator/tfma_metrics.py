@@ -15,20 +15,18 @@ denoised ones, flat (784 values per example) or not, in [0, max_val].
   runs batched in TensorFlow.
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import dataclasses
+import math
+from typing import Dict, Iterable, Optional
 
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-from typing import Dict, Iterable, Optional  # noqa: E402
+import apache_beam as beam
+import numpy as np
+from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.metrics import metric_util
+from tensorflow_model_analysis.proto import config_pb2
+import tf_keras
 
-import apache_beam as beam  # noqa: E402
-import numpy as np  # noqa: E402
-from tensorflow_model_analysis.metrics import metric_types  # noqa: E402
-from tensorflow_model_analysis.metrics import metric_util  # noqa: E402
-from tensorflow_model_analysis.proto import config_pb2  # noqa: E402
-import tf_keras  # noqa: E402
-
-from components.diffusion_evaluator.metrics import PSNR_CAP_DB  # noqa: E402
+from components.diffusion_evaluator.metrics import PSNR_CAP_DB
 
 PSNR_NAME = "psnr"
 

@@ -1,6 +1,6 @@
 """MnistExampleGen: MNIST idx files (or TFDS mnist) into the pipeline as tf.Examples."""
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import core  # noqa: F401  (sets TensorFlow's environment before anything loads it)
 
 
 def __getattr__(name):

@@ -22,7 +22,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from components.mnist_example_gen import idx
-from pipeline import config
+from core import config
 
 SOURCES = ("idx", "tfds")
 # Input split patterns, relative to input_base, per source. They match the files each split is read

@@ -5,17 +5,15 @@ initialisation zeroes the output conv, which would make every prediction identic
 hide whether labels, times or guidance reach the output.
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import dataclasses
 
-import dataclasses  # noqa: E402
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-from pipeline import config as config_lib  # noqa: E402
-from pipeline.config import (DiffusionConfig, SamplerConfig, TrainConfig,  # noqa: E402
+from core import config as config_lib
+from core.config import (DiffusionConfig, SamplerConfig, TrainConfig,
                              UNetConfig)
-from trainer_module import export  # noqa: E402
-from trainer_module import unet  # noqa: E402
+from trainer_module import export
+from trainer_module import unet
 
 # The golden values of tests/test_samplers.py and test_export.py were pinned on this network
 # (skips from every encoder layer); the cpu profile's decoder is tested in test_unet.py.

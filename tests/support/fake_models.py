@@ -6,18 +6,18 @@ and the fake examples are noisy blocks, so every fake agrees with every other on
 saved as `<model_uri>/Format-Serving`, the layout `tfx.utils.path_utils.serving_model_path` reads.
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import math
+import os
+from typing import Optional, Tuple
 
-import os  # noqa: E402
-from typing import Optional, Tuple  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tfx.types import artifact_utils  # noqa: E402
-from tfx.types import standard_artifacts  # noqa: E402
-from tfx.utils import path_utils  # noqa: E402
-
-from pipeline.config import IMAGE_KEY, IMAGE_SIZE, LABEL_KEY, NUM_CLASSES  # noqa: E402
+from core import serving_contract
+from core.config import IMAGE_KEY, IMAGE_SIZE, LABEL_KEY, NUM_CLASSES, SamplerConfig
 
 _IMAGE_SPEC = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32)
 
@@ -35,15 +35,16 @@ class _FakeDiffusionModel(tf.Module):
   """Sampler drawing noisy class templates; denoiser that blurs ("blur") or does nothing."""
 
   def __init__(self, denoiser: str, label_shift: int, sample_noise: float,
-               guidance_sigma_interval: Optional[Tuple[float, float]] = None):
+               guidance_sigma_interval: Tuple[float, float]):
     super().__init__()
     if denoiser not in ("blur", "identity"):
       raise ValueError(f"Unknown fake denoiser {denoiser!r}")
-    if guidance_sigma_interval is not None:
-      # What the real exporter saves beside its sampler (trainer_module/export.py).
-      self.sampler_name = tf.Variable("ddim", trainable=False)
-      self.guidance_sigma_interval = tf.Variable(guidance_sigma_interval, trainable=False,
-                                                 dtype=tf.float32)
+    # The sampler settings the real exporter records beside its signatures.
+    low, high = guidance_sigma_interval
+    recorded = SamplerConfig(guidance_min_sigma=low,
+                             guidance_max_sigma=None if math.isinf(high) else high)
+    for name, variable in serving_contract.sampler_variables(recorded).items():
+      setattr(self, name, variable)
     self._denoiser = denoiser
     self._label_shift = label_shift
     self._sample_noise = sample_noise
@@ -97,12 +98,12 @@ class _FakeClassifier(tf.Module):
 
 def save_fake_diffusion_model(model_uri: str, denoiser: str = "blur", label_shift: int = 0,
                               sample_noise: float = 0.05,
-                              guidance_sigma_interval: Optional[Tuple[float, float]] = None) -> str:
+                              guidance_sigma_interval: Tuple[float, float] = (0.0, math.inf)) -> str:
   """Saves a fake diffusion SavedModel under `model_uri`; returns model_uri.
 
   label_shift=k draws the template of class (label + k) % 10: a sampler ignoring its condition.
-  guidance_sigma_interval: saved with sampler_name "ddim" as the exporter saves them; None saves
-  neither, like a model exported before they existed.
+  guidance_sigma_interval: recorded with the other sampler settings as the exporter records them
+  (default: guidance at every step).
   """
   module = _FakeDiffusionModel(denoiser, label_shift, sample_noise, guidance_sigma_interval)
   tf.saved_model.save(module, path_utils.serving_model_path(model_uri), signatures={

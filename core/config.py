@@ -19,6 +19,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED_MNIST_DIR = os.path.join(REPO_ROOT, "data", "mnist")
 
 NUM_CLASSES = 10
+# The label value that asks for an unconditional sample (classifier-free guidance's null class).
+NULL_LABEL = NUM_CLASSES
 IMAGE_SIZE = 28
 # Feature names shared by ExampleGen, Transform, the trainers and the evaluator.
 IMAGE_KEY = "image"
@@ -78,13 +80,12 @@ class UNetConfig(_JsonMixin):
   res_blocks_per_level: int = 1
   # Skip connections into the decoder: "every_layer" (DDPM/ADM: from the stem, every residual
   # block and every downsampling conv, so each level's decoder has res_blocks_per_level + 1
-  # blocks) or "res_blocks" (only from the residual blocks: one decoder block fewer per level,
-  # 0.68x the FLOPs; as good after the same training time: docs/experiments.md, "Model
-  # experiments").
+  # blocks) or "res_blocks" (only from the residual blocks: one decoder block fewer per level).
+  # Why res_blocks: docs/design.md, "Decoder skips".
   decoder_skips: str = "res_blocks"
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
   # On the way up: "nearest" + a 3x3 conv, or "bilinear" with no conv (the following residual
-  # block's convs do the mixing; the 28x28 upsampling conv alone is 11% of the network's FLOPs).
+  # block's convs do the mixing, and the costly 28x28 conv goes).
   upsample: str = "bilinear"
   embedding_dim: int = 128  # time + class embedding width
   groups: int = 8  # GroupNorm groups
@@ -98,8 +99,8 @@ class DiffusionConfig(_JsonMixin):
   # Cosine schedule over continuous diffusion time t in [0, 1], clamped so rates stay finite.
   min_signal_rate: float = 0.02
   max_signal_rate: float = 0.9995
-  # Min-SNR-gamma loss weighting; 0 = the plain v loss, which samples better here (89% vs 84%
-  # class agreement unguided after 500 steps: docs/experiments.md, "Model experiments").
+  # Min-SNR-gamma loss weighting; 0 = the plain v loss, which samples better here
+  # (docs/design.md, "Loss weighting").
   min_snr_gamma: float = 0.0
   label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
   # How training draws diffusion times (schedule.sample_training_times): "uniform" in t, or
@@ -113,16 +114,14 @@ class DiffusionConfig(_JsonMixin):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(_JsonMixin):
   """The diffusion training loop (trainer_module/train.py)."""
-  # Batches of 32 rather than 64: twice the updates for the same images and time, better on
-  # every metric after the same 44,800 images (docs/experiments.md, "Batch size and label
-  # dropout"; docs/runs.md "Run 13").
+  # Batches of 32 rather than 64: twice the updates for the same images and time
+  # (docs/design.md, "Batch size").
   batch_size: int = 32
-  train_steps: int = 7200  # 230,400 images, as run 11's 3,600 steps of 64
+  train_steps: int = 7200  # 230,400 images
   learning_rate: float = 2e-3
   warmup_steps: int = 100
   # Capped by the warm-up, decay = min(ema_decay, (1 + step) / (10 + step)), which still binds at
-  # 7,200 steps (0.9987): an average over about the last 800 steps. 0.995 until run 14; 0.999 samples
-  # 7% closer to the test images at N=10,000 (docs/experiments.md, "EMA length").
+  # 7,200 steps: an average over about the last 800 steps (docs/design.md, "EMA").
   ema_decay: float = 0.999
   log_every_steps: int = 100
   checkpoint_every_steps: int = 400
@@ -132,14 +131,8 @@ class TrainConfig(_JsonMixin):
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierConfig(_JsonMixin):
-  """The judge classifier (trainer_module/classifier.py).
-
-  Class agreement is only as meaningful as the judge is accurate on real digits: runs 1-15's
-  judge (one conv per level, no dropout, 900 steps) labelled 98.85% of the test digits right, so
-  issue 3's 99% asked samples to be more classifiable than real digits, which only stronger
-  guidance, and so less varied samples, gave. This one labels 99.46% right in run 16's pipeline
-  and 99.58% from `benchmarks.judge` (docs/experiments.md, "A judge as accurate as the target").
-  """
+  """The judge classifier (trainer_module/classifier.py). Class agreement is only as meaningful
+  as the judge is accurate on real digits (docs/design.md, "The judge classifier")."""
   filters: Tuple[int, ...] = (32, 64)
   convs_per_level: int = 2  # 3x3 convs before each 2x2 max-pool
   dropout: float = 0.25  # before and after the feature layer, in training only
@@ -150,47 +143,36 @@ class ClassifierConfig(_JsonMixin):
   seed: int = 0
 
 
-# What a request gets by default, and so what the Evaluator scores: DDIM at 20 steps, guidance
-# 1.6 applied only at noise levels 1 <= sigma <= 5 (docs/experiments.md, "Guidance interval
-# [1, 5]"). Since run 16's judge (99.46% on real test digits), 1.6 keeps class agreement >= 99%
-# with samples 2.47x the real-vs-real Frechet floor at N=10,000, where 1.75 is 3.02x and 1.5
-# 98.98% (README "Run 16"); 1.75 in runs 10-15 (chosen on run 9, "Run 9"), 2 before.
-DEFAULT_NUM_STEPS = 20
-DEFAULT_GUIDANCE_SCALE = 1.6
-DEFAULT_GUIDANCE_MIN_SIGMA = 1.0
-DEFAULT_GUIDANCE_MAX_SIGMA = 5.0
-
-
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig(_JsonMixin):
-  """Defaults and limits of the exported guided sampler (trainer_module/samplers.py, export.py)."""
+  """Defaults and limits of the exported guided sampler (trainer_module/samplers.py, export.py).
+
+  The defaults are what a request that leaves steps and guidance out gets, and so what the
+  Evaluator scores: DDIM at 20 steps, guidance 1.6 applied only at noise levels 1 <= sigma <= 5
+  (docs/design.md, "Sampler defaults and guidance").
+  """
   sampler: str = "ddim"  # "ddim", "dpmpp_2m" (both deterministic) or "ancestral" (DDPM)
-  num_steps: int = DEFAULT_NUM_STEPS
+  num_steps: int = 20
   # Diffusers convention: 0 unconditional, 1 the conditional model alone, > 1 guided.
-  guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+  guidance_scale: float = 1.6
   # Guidance above 1 only at noise levels sigma = noise_rate / signal_rate in this interval
   # (samplers.step_guidance_scale); elsewhere the conditional model alone, at half the cost.
   # 0 and None (no upper bound) guide every step.
-  guidance_min_sigma: float = DEFAULT_GUIDANCE_MIN_SIGMA
-  guidance_max_sigma: Optional[float] = DEFAULT_GUIDANCE_MAX_SIGMA
+  guidance_min_sigma: float = 1.0
+  guidance_max_sigma: Optional[float] = 5.0
   max_steps: int = 1000
   max_batch: int = 256
   # The network runs on at most this many rows per call (samplers.chunked_network), which bounds
   # the activations a big request holds; None = one call per step. 200 is one call per guided
-  # step of 100 digits: on the 2-core Xeon without bfloat16 it led the Python loop by 2.15-2.19x
-  # where the 40 of runs 3-20 led it by 1.55-1.72x; on the AVX-512 EPYC it was as fast or faster
-  # (docs/runs.md, "Chunks of the network call").
+  # step of 100 digits (docs/design.md, "Rows per network call").
   max_rows_per_call: Optional[int] = 200
   # Copies of the network's ops in the served graph, each computing an equal share of a call's
-  # rows at the same time (samplers.concurrent_network); 1 = one copy. On the 2-core Xeon two
-  # served 100 digits at 20 steps 1.11-1.22x and 10 digits 1.14-1.16x faster than one, 1 digit
-  # as fast (0.93-0.98x), for a larger graph and a longer export (README "Two copies of the
-  # network in flight").
+  # rows at the same time (samplers.concurrent_network); 1 = one copy. Two are faster from 10
+  # digits up, for a larger graph and a longer export (docs/design.md, "Network copies").
   network_copies: int = 2
-  null_label: int = NUM_CLASSES  # the label value that requests an unconditional sample
   # The served network's arithmetic: "float32", or "bfloat16" (the same float32 weights, computing
-  # in bfloat16) for CPUs with bfloat16 dot products, where it is faster (README, "Serving in
-  # bfloat16"); CPUs without them were not measured. Recorded in the SavedModel.
+  # in bfloat16) for CPUs with bfloat16 dot products, where it is faster (docs/design.md,
+  # "bfloat16 serving"). Recorded in the SavedModel.
   compute_dtype: str = "float32"
 
 
@@ -206,9 +188,6 @@ class EvalConfig(_JsonMixin):
   # evaluation artifact's tfma/ directory (on the same denoise_num_images images).
   tfma_denoising: bool = True
   samples_per_class: int = 100
-  # The served defaults (the guidance interval is the exported model's own).
-  sample_steps: int = DEFAULT_NUM_STEPS
-  guidance_scale: float = DEFAULT_GUIDANCE_SCALE
   grid_seeds: int = 8  # columns of the sample grid (one row per digit)
   batch_size: int = 250
   seed: int = 0
@@ -260,11 +239,11 @@ def _smoke() -> PipelineConfig:
       train=TrainConfig(batch_size=32, train_steps=30, warmup_steps=5, log_every_steps=10,
                         checkpoint_every_steps=10, shuffle_buffer=512),
       classifier=ClassifierConfig(filters=(8, 16), feature_dim=32, batch_size=64, train_steps=30),
-      # One copy of the network: a smoke export traces in 4.4 s instead of 7.7 (the tests export
+      # One copy of the network: a smoke export traces in about half the time (the tests export
       # many); the tiny sampler of tests/test_export.py keeps the default two.
       sampler=SamplerConfig(num_steps=4, max_batch=64, network_copies=1),
       eval=EvalConfig(denoise_curve_sigmas=(0.2, 0.4), denoise_curve_num_images=100,
-                      samples_per_class=2, sample_steps=4, grid_seeds=2, batch_size=100,
+                      samples_per_class=2, grid_seeds=2, batch_size=100,
                       min_psnr=0.0, min_class_agreement=0.0),
   )
 
@@ -275,28 +254,20 @@ def _cpu() -> PipelineConfig:
 
 
 # The `full` profile: the cpu network and recipe on four times the training images, served at
-# guidance 1.5. Measured at N=10,000 (session 22, docs/experiments.md "Four times the training
-# images"): 99.6% class agreement at 1.88x the real-vs-real Frechet floor and 23.02 dB denoising
-# PSNR, where the cpu profile has 99.2% at 2.47x and 22.61 dB; 52 minutes of training on 2 AVX-512
-# cores. Its own pipeline run (run 20, README "Results") scored 23.03 dB and 99.43% at 2.15x with
-# its own judge classifier, 99.42% at 1.98x with the judge of the figures above (run 18's). Its
-# blessing thresholds guard against regressions a little below those figures. It keeps the cpu
-# profile's EMA 0.999: at 4x, longer averages (0.9995, and the warm-up's own from 0.9998) put
-# samples 6% and 9% further from the test images (docs/experiments.md, "EMA length at four times
-# the images").
+# guidance 1.5, with blessing thresholds a little below its measured figures so that they catch
+# regressions (docs/design.md, "Profiles").
 FULL_TRAIN_STEPS = 4 * TrainConfig.train_steps
 FULL_GUIDANCE_SCALE = 1.5
 
 
 def _full() -> PipelineConfig:
-  """The best samples measured on this CPU: the cpu recipe trained 4x longer (52 minutes on 2
-  AVX-512 cores; about 1.8x that on AVX2-only ones, not measured), scored on 1,000 samples per
-  digit, as issue 3 asks."""
+  """The best samples measured on this CPU: the cpu recipe trained 4x longer, scored on 1,000
+  samples per digit."""
   return PipelineConfig(
       profile="full",
       train=TrainConfig(train_steps=FULL_TRAIN_STEPS),
       sampler=SamplerConfig(guidance_scale=FULL_GUIDANCE_SCALE),
-      eval=EvalConfig(samples_per_class=1000, guidance_scale=FULL_GUIDANCE_SCALE, min_psnr=22.5,
+      eval=EvalConfig(samples_per_class=1000, min_psnr=22.5,
                       min_class_agreement=0.99, max_frechet_ratio=2.5),
   )
 

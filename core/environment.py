@@ -5,9 +5,8 @@ mixing in Keras 3 would give two incompatible layer hierarchies in one process. 
 Keras imports `tf_keras`, never `keras`.
 
 oneDNN: TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX512_VNNI or newer;
-on an AVX2-only CPU they train the U-Net 1.2-1.4x faster, while its forward pass alone does not
-move (README, "Training speed against the machine"). `setdefault`, so TF_ENABLE_ONEDNN_OPTS=0
-still turns them off.
+they train the U-Net faster on AVX2-only CPUs too (docs/design.md, "oneDNN"). `setdefault`, so
+TF_ENABLE_ONEDNN_OPTS=0 still turns them off.
 
 Every package of this project imports this module from its __init__, before anything imports
 TensorFlow; both variables are read once, when TensorFlow loads.
@@ -15,7 +14,7 @@ TensorFlow; both variables are read once, when TensorFlow loads.
 One warning is filtered here for the same reason, that it must be in place before the imports:
 from 2026-10, google-api-core warns, once per Google Cloud package that TFX imports (over a dozen
 lines per process), that Python 3.11 reaches its end of life in 2027-10. tfx 1.16 keeps this
-project on 3.11 (README, Quick start), so the notice is known and would bury the pipeline's
+project on 3.11, so the notice is known and would bury the pipeline's
 progress lines. Its end-of-life warning, a different message, still shows.
 """
 

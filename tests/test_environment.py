@@ -1,4 +1,4 @@
-"""pipeline.keras_env: what every entry point sets before TensorFlow and Google Cloud load."""
+"""core.environment: what every entry point sets before TensorFlow and Google Cloud load."""
 
 import os
 import subprocess

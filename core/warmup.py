@@ -4,17 +4,15 @@ Without them the first real request pays for graph initialisation (seconds). The
 `<saved_model_dir>/assets.extra/tf_serving_warmup_requests`: a TFRecord of PredictionLog protos.
 """
 
-from pipeline import keras_env  # noqa: F401  (must run before TensorFlow is imported)
+import os
+from typing import Iterable, List, Optional, Sequence
 
-import os  # noqa: E402
-from typing import Iterable, List, Optional, Sequence  # noqa: E402
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import predict_pb2  # noqa: E402
-from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
-
-from pipeline.config import NUM_CLASSES  # noqa: E402
-from serving import client  # noqa: E402
+from core import serving_contract
+from core.config import NUM_CLASSES
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -26,13 +24,13 @@ def warmup_file_path(saved_model_dir: str) -> str:
   return os.path.join(saved_model_dir, WARMUP_DIR, WARMUP_FILE)
 
 
-def default_warmup_requests(model_name: str = client.DEFAULT_MODEL_NAME,
+def default_warmup_requests(model_name: str = serving_contract.DEFAULT_MODEL_NAME,
                             labels: Optional[Sequence[int]] = None,
                             guidance_scale: float = 1.5, num_steps: int = 2,
                             seed: int = 0) -> List[predict_pb2.PredictRequest]:
   """One guided request for every digit: runs the whole sampler graph, cheaply (few steps)."""
   labels = list(range(NUM_CLASSES)) if labels is None else list(labels)
-  return [client.build_grpc_request(labels, guidance_scale, num_steps, seed, model_name)]
+  return [serving_contract.build_grpc_request(labels, guidance_scale, num_steps, seed, model_name)]
 
 
 def write_warmup_requests(saved_model_dir: str,

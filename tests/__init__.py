@@ -1,0 +1,1 @@
+"""The test suite. A package, so its helpers import as tests.support.*."""
