@@ -81,7 +81,7 @@ class UNetConfig(_JsonMixin):
   # Skip connections into the decoder: "every_layer" (DDPM/ADM: from the stem, every residual
   # block and every downsampling conv, so each level's decoder has res_blocks_per_level + 1
   # blocks) or "res_blocks" (only from the residual blocks: one decoder block fewer per level).
-  # Why res_blocks: docs/design.md, "Decoder skips".
+  # Why res_blocks: docs/design.md#decoder-skips.
   decoder_skips: str = "res_blocks"
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
   # On the way up: "nearest" + a 3x3 conv, or "bilinear" with no conv (the following residual
@@ -100,7 +100,7 @@ class DiffusionConfig(_JsonMixin):
   min_signal_rate: float = 0.02
   max_signal_rate: float = 0.9995
   # Min-SNR-gamma loss weighting; 0 = the plain v loss, which samples better here
-  # (docs/design.md, "Loss weighting").
+  # (docs/design.md#min-snr-weighting).
   min_snr_gamma: float = 0.0
   label_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
   # How training draws diffusion times (schedule.sample_training_times): "uniform" in t, or
@@ -115,13 +115,13 @@ class DiffusionConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
   """The diffusion training loop (trainer_module/train.py)."""
   # Batches of 32 rather than 64: twice the updates for the same images and time
-  # (docs/design.md, "Batch size").
+  # (docs/design.md#batch-size-and-steps).
   batch_size: int = 32
   train_steps: int = 7200  # 230,400 images
   learning_rate: float = 2e-3
   warmup_steps: int = 100
   # Capped by the warm-up, decay = min(ema_decay, (1 + step) / (10 + step)), which still binds at
-  # 7,200 steps: an average over about the last 800 steps (docs/design.md, "EMA").
+  # 7,200 steps: an average over about the last 800 steps (docs/design.md#ema).
   ema_decay: float = 0.999
   log_every_steps: int = 100
   checkpoint_every_steps: int = 400
@@ -132,7 +132,7 @@ class TrainConfig(_JsonMixin):
 @dataclasses.dataclass(frozen=True)
 class ClassifierConfig(_JsonMixin):
   """The judge classifier (trainer_module/classifier.py). Class agreement is only as meaningful
-  as the judge is accurate on real digits (docs/design.md, "The judge classifier")."""
+  as the judge is accurate on real digits (docs/design.md#judge-classifier)."""
   filters: Tuple[int, ...] = (32, 64)
   convs_per_level: int = 2  # 3x3 convs before each 2x2 max-pool
   dropout: float = 0.25  # before and after the feature layer, in training only
@@ -149,7 +149,7 @@ class SamplerConfig(_JsonMixin):
 
   The defaults are what a request that leaves steps and guidance out gets, and so what the
   Evaluator scores: DDIM at 20 steps, guidance 1.6 applied only at noise levels 1 <= sigma <= 5
-  (docs/design.md, "Sampler defaults and guidance").
+  (docs/design.md#default-sampler).
   """
   sampler: str = "ddim"  # "ddim", "dpmpp_2m" (both deterministic) or "ancestral" (DDPM)
   num_steps: int = 20
@@ -164,15 +164,15 @@ class SamplerConfig(_JsonMixin):
   max_batch: int = 256
   # The network runs on at most this many rows per call (samplers.chunked_network), which bounds
   # the activations a big request holds; None = one call per step. 200 is one call per guided
-  # step of 100 digits (docs/design.md, "Rows per network call").
+  # step of 100 digits (docs/design.md#rows-per-network-call).
   max_rows_per_call: Optional[int] = 200
   # Copies of the network's ops in the served graph, each computing an equal share of a call's
   # rows at the same time (samplers.concurrent_network); 1 = one copy. Two are faster from 10
-  # digits up, for a larger graph and a longer export (docs/design.md, "Network copies").
+  # digits up, for a larger graph and a longer export (docs/design.md#network-copies).
   network_copies: int = 2
   # The served network's arithmetic: "float32", or "bfloat16" (the same float32 weights, computing
-  # in bfloat16) for CPUs with bfloat16 dot products, where it is faster (docs/design.md,
-  # "bfloat16 serving"). Recorded in the SavedModel.
+  # in bfloat16) for CPUs with bfloat16 dot products, where it is faster
+  # (docs/design.md#compute-dtype). Recorded in the SavedModel.
   compute_dtype: str = "float32"
 
 
@@ -255,7 +255,7 @@ def _cpu() -> PipelineConfig:
 
 # The `full` profile: the cpu network and recipe on four times the training images, served at
 # guidance 1.5, with blessing thresholds a little below its measured figures so that they catch
-# regressions (docs/design.md, "Profiles").
+# regressions (docs/design.md#full-profile).
 FULL_TRAIN_STEPS = 4 * TrainConfig.train_steps
 FULL_GUIDANCE_SCALE = 1.5
 

@@ -5,7 +5,7 @@ mixing in Keras 3 would give two incompatible layer hierarchies in one process. 
 Keras imports `tf_keras`, never `keras`.
 
 oneDNN: TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX512_VNNI or newer;
-they train the U-Net faster on AVX2-only CPUs too (docs/design.md, "oneDNN"). `setdefault`, so
+they train the U-Net faster on AVX2-only CPUs too (docs/design.md#onednn). `setdefault`, so
 TF_ENABLE_ONEDNN_OPTS=0 still turns them off.
 
 Every package of this project imports this module from its __init__, before anything imports

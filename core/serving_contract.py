@@ -184,7 +184,7 @@ def latest_version_dir(serving_dir: str) -> Optional[str]:
 
 
 def resolve_model_dir(path: str) -> str:
-  """`path` if it is a SavedModel, else its latest version (the Pusher's and TF Serving's layout)."""
+  """`path` if it is a SavedModel, else its latest version (the Pusher's layout)."""
   if is_saved_model_dir(path):
     return path
   if not tf.io.gfile.isdir(path):

@@ -26,7 +26,7 @@ CONTAINER_MODELS_DIR = "/models"
 CONTAINER_CONFIG_PATH = f"{CONTAINER_MODELS_DIR}/models.config"
 # TF Serving's TensorFlow reads the same switch as core/environment.py (oneDNN kernels, off by
 # default on CPUs older than AVX512_VNNI): the server then runs the kernels the Evaluator scored the
-# model with. (docs/design.md, "oneDNN").
+# model with (docs/design.md#onednn).
 CONTAINER_ENV = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 
 

@@ -179,14 +179,15 @@ def test_metrics_record_each_models_export_time_sampler_and_say_when_they_differ
   candidate, baseline = results["candidate"]["sampling"], results["baseline"]["sampling"]
   assert candidate["sampler"] == "ddim" and candidate["guidance_sigma_interval"] == [1.0, None]
   assert baseline["sampler"] == "ddim" and baseline["guidance_sigma_interval"] == [0.0, None]
-  # Each model samples at the defaults it records; the difference is stated, not held against either.
+  # Each model samples at the defaults it records; a difference is stated, not held against one.
   assert candidate["num_steps"] == baseline["num_steps"] == SamplerConfig().num_steps
   assert candidate["guidance_scale"] == pytest.approx(SamplerConfig().guidance_scale)
   assert _blessed(blessing)
   notes = [r for r in results["blessing"]["reasons"] if "ddim, guidance at sigma >= 1" in r]
   assert len(notes) == 1 and notes[0].startswith("ok: ") and "ddim, guidance at every step" in notes[0]
   with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
-    assert "| sampler (fixed at export) | ddim, guidance at sigma >= 1 | ddim, guidance at every step" in f.read()
+    assert ("| sampler (fixed at export) | ddim, guidance at sigma >= 1 "
+            "| ddim, guidance at every step") in f.read()
 
 
 def test_read_split_does_not_depend_on_the_order_example_gen_wrote(tmp_path):

@@ -20,7 +20,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from pipeline import config
+from core import config
 from serving import client
 from serving import grid
 

@@ -3,13 +3,14 @@
 The network learned x_t = signal_rate * x0 + noise_rate * eps with Gaussian eps, but a noisy image
 as stored is clip(x0 + sigma * n, 0, 1). A pixel sitting exactly on a bound only says that its
 unclipped value lay beyond that bound. Fed as it is, the black background of a digit reads as
-bright half-normal noise and one-step denoising loses several dB. So each clipped pixel gets the mean of the noisy values it stands for, taking
-the clean pixel to be the bound itself (MNIST is mostly exact-0 background and some exact-1
-strokes): E[sigma n | sigma n < 0] = -sigma * sqrt(2 / pi) below 0, and 1 plus that much above 1.
-The mean rather than one random draw from that tail: a draw adds noise the network then has to
-remove (docs/design.md, "Clipped noise" has the gain per sigma). Pixels strictly inside (0, 1), and values already
-outside it (an unclipped input), are left unchanged, so Gaussian inputs pass through as they are;
-each pixel is mapped on its own, so an image comes out the same in any batch.
+bright half-normal noise and one-step denoising loses several dB. So each clipped pixel gets the
+mean of the noisy values it stands for, taking the clean pixel to be the bound itself (MNIST is
+mostly exact-0 background and some exact-1 strokes): E[sigma n | sigma n < 0] =
+-sigma * sqrt(2 / pi) below 0, and 1 plus that much above 1. The mean rather than one random draw
+from that tail: a draw adds noise the network then has to remove (docs/design.md#clipped-noise
+has the gain per sigma). Pixels strictly inside (0, 1), and values already outside it (an
+unclipped input), are left unchanged, so Gaussian inputs pass through as they are; each pixel is
+mapped on its own, so an image comes out the same in any batch.
 """
 
 import math

@@ -138,10 +138,11 @@ def network_for_serving(model, compute_dtype: str, unet_config: UNetConfig):
 
 
 def recorded_unet_config(loaded, source: str = "the SavedModel") -> UNetConfig:
-  """The UNetConfig of the network inside a loaded sampler SavedModel (export_sampler records it)."""
+  """The UNetConfig of the network in a loaded sampler SavedModel (export_sampler records it)."""
   recorded = getattr(loaded, "unet_config", None)
   if not isinstance(recorded, tf.Variable) or not recorded.numpy():
-    raise ValueError(f"{source} is not a sampler exported by this project: it records no unet_config")
+    raise ValueError(
+        f"{source} is not a sampler exported by this project: it records no unet_config")
   return UNetConfig.from_json(recorded.numpy().decode())
 
 

@@ -64,8 +64,8 @@ def chunked_network(model: Callable, max_rows: int) -> Callable:
   """`model`, called on the chunks of `chunk_layout(rows, max_rows)`, one at a time.
 
   Same outputs, bounded activations: a guided request for 256 digits is 512 rows. The chunk size
-  trades memory for speed per CPU (docs/design.md, "Rows per network call"). Every row is computed independently of the others (GroupNorm is per sample), so
-  chunking changes no result.
+  trades memory for speed per CPU (docs/design.md#rows-per-network-call). Every row is computed
+  independently of the others (GroupNorm is per sample), so chunking changes no result.
 
   One chunk at a time: two in flight would be faster, but one kernel of TensorFlow 2.16's oneDNN
   convolution is not safe to run twice at once (a first call segfaulted in
@@ -99,7 +99,7 @@ def concurrent_network(model: Callable, copies: int) -> Callable:
   network's ops (the model is traced once per slice), so the graph runtime's inter-op threads run
   the slices at once. The same outputs, sooner: two ops in flight keep both cores busy where one
   op alone does not (small ops, memory-bound ones, a thread waiting at a parallel-for's end).
-  docs/design.md, "Network copies", has the gain per request size.
+  docs/design.md#network-copies has the gain per request size.
 
   Separate copies, not one copy run twice at once: two loop iterations sharing one oneDNN
   convolution kernel crashed (`chunked_network`), because the kernel keeps per-call buffers in

@@ -64,8 +64,9 @@ def content_order(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """Indices that sort examples by a hash of their label and pixels.
 
   TFX's ExampleGen reshuffles the records of a split as it writes them, so the same examples come
-  out in another order from one run to the next. Every subset taken by position (`limit`, `pick`) would then differ between two
-  runs of the same model; in this order it depends on the examples alone.
+  out in another order from one run to the next. Every subset taken by position (`limit`,
+  `pick`) would then differ between two runs of the same model; in this order it depends on the
+  examples alone.
   """
   keys = [hashlib.sha256(np.int32(label).tobytes() + image.tobytes()).digest()
           for image, label in zip(images, labels)]
@@ -96,8 +97,9 @@ class DiffusionModel:
              num_steps: Optional[int] = None) -> np.ndarray:
     """Float images [N, 28, 28, 1] in [0, 1]; batch i is drawn with seed `seed + i`. Steps and
     guidance default to the model's own."""
-    guidance_scale = self.sampler_config.guidance_scale if guidance_scale is None else guidance_scale
-    num_steps = self.sampler_config.num_steps if num_steps is None else num_steps
+    recorded = self.sampler_config
+    guidance_scale = recorded.guidance_scale if guidance_scale is None else guidance_scale
+    num_steps = recorded.num_steps if num_steps is None else num_steps
     images = []
     for index, rows in batches(len(labels), self._batch_size):
       outputs = self._sample(**{
