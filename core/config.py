@@ -64,9 +64,14 @@ class _JsonMixin:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(_JsonMixin):
-  """Where the examples come from and how much of them the pipeline reads."""
+  """Where the examples come from and how much of them the pipeline reads.
+
+  `data_dir` is either one MNIST directory (the four idx(.gz) files: span 0), or a data root
+  holding spans as TFX lays them out, `<data_dir>/span-{SPAN}/`, each with the four files.
+  """
   source: str = "idx"  # "idx": MNIST idx(.gz) files in data_dir; "tfds": tensorflow_datasets mnist.
   data_dir: str = EMBEDDED_MNIST_DIR
+  span: Optional[int] = None  # the span a run processes; None = the latest complete one
   # Keep only the first N examples of each split (None = all). The smoke profile reads a slice.
   max_train_examples: Optional[int] = None
   max_eval_examples: Optional[int] = None
@@ -127,6 +132,10 @@ class TrainConfig(_JsonMixin):
   checkpoint_every_steps: int = 400
   seed: int = 0
   shuffle_buffer: int = 10000
+  # Scheduled retraining: train on the last `window_spans` spans (fewer while fewer exist), and
+  # when a blessed model of the same network exists, start from it and train this many more steps.
+  window_spans: int = 5
+  warm_start_steps: int = 1800
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +206,25 @@ class EvalConfig(_JsonMixin):
   max_frechet_ratio: Optional[float] = None  # Frechet distance / real-vs-real floor
   psnr_tolerance_db: float = 0.1
   agreement_tolerance: float = 0.01
+  # Bless a candidate that misses the baseline comparison (absolute thresholds still apply),
+  # recording this reason in the blessing and the report. None: compare as usual.
+  force_bless_reason: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftConfig(_JsonMixin):
+  """The drift gate: statistics of a new span against the previous span's (TFDV comparators).
+
+  A feature whose distance exceeds its threshold stops the run before Transform.
+  """
+  label_max_jensen_shannon: float = 0.1  # the digits' mix
+  pixel_max_jensen_shannon: float = 0.1  # the distribution of pixel values
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig(_JsonMixin):
+  """The serving dir TF Serving watches."""
+  keep_versions: int = 3  # pushed versions kept; older ones go once a new one is complete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +244,8 @@ class PipelineConfig(_JsonMixin):
   classifier: ClassifierConfig = ClassifierConfig()
   sampler: SamplerConfig = SamplerConfig()
   eval: EvalConfig = EvalConfig()
+  drift: DriftConfig = DriftConfig()
+  serving: ServingConfig = ServingConfig()
 
   @property
   def metadata_sqlite(self) -> str:
@@ -225,7 +255,8 @@ class PipelineConfig(_JsonMixin):
 _NESTED = {
     "DataConfig": DataConfig, "UNetConfig": UNetConfig, "DiffusionConfig": DiffusionConfig,
     "TrainConfig": TrainConfig, "ClassifierConfig": ClassifierConfig,
-    "SamplerConfig": SamplerConfig, "EvalConfig": EvalConfig,
+    "SamplerConfig": SamplerConfig, "EvalConfig": EvalConfig, "DriftConfig": DriftConfig,
+    "ServingConfig": ServingConfig,
 }
 _NESTED.update({cls: cls for cls in list(_NESTED.values())})
 
@@ -237,7 +268,7 @@ def _smoke() -> PipelineConfig:
       data=DataConfig(max_train_examples=512, max_eval_examples=200),
       unet=UNetConfig(channels=(8, 16, 16), embedding_dim=32, groups=4),
       train=TrainConfig(batch_size=32, train_steps=30, warmup_steps=5, log_every_steps=10,
-                        checkpoint_every_steps=10, shuffle_buffer=512),
+                        checkpoint_every_steps=10, shuffle_buffer=512, warm_start_steps=10),
       classifier=ClassifierConfig(filters=(8, 16), feature_dim=32, batch_size=64, train_steps=30),
       # One copy of the network: a smoke export traces in about half the time (the tests export
       # many); the tiny sampler of tests/test_export.py keeps the default two.
@@ -265,7 +296,7 @@ def _full() -> PipelineConfig:
   samples per digit."""
   return PipelineConfig(
       profile="full",
-      train=TrainConfig(train_steps=FULL_TRAIN_STEPS),
+      train=TrainConfig(train_steps=FULL_TRAIN_STEPS, warm_start_steps=FULL_TRAIN_STEPS // 4),
       sampler=SamplerConfig(guidance_scale=FULL_GUIDANCE_SCALE),
       eval=EvalConfig(samples_per_class=1000, min_psnr=22.5,
                       min_class_agreement=0.99, max_frechet_ratio=2.5),
