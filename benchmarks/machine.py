@@ -1,16 +1,14 @@
 """The machine a benchmark ran on (its FLOP yardsticks are in trainer_module/flops.py)."""
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import os
+import platform
+from typing import Optional, Sequence, Tuple
 
-import os  # noqa: E402
-import platform  # noqa: E402
-from typing import Optional, Sequence, Tuple  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 
-# Vector units that decide how fast this CPU runs the network: machines of the same name here have
-# had AVX2 only (about 125 GFLOP/s matmul on 2 cores) or AVX-512 with AMX (about 280).
+# Vector units that decide how fast this CPU runs the network; virtual machines of one name can
+# come with different ones, so a result records which it had.
 _VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
 
 
@@ -68,7 +66,7 @@ def percent(share: Optional[float]) -> str:
 
 
 def onednn_enabled() -> bool:
-  """Whether TensorFlow's oneDNN kernels are on (pipeline/keras_env.py asks for them)."""
+  """Whether TensorFlow's oneDNN kernels are on (core/environment.py asks for them)."""
   try:
     from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
   except ImportError:  # a TensorFlow without the query: say what was asked for

@@ -15,45 +15,25 @@ Writes benchmarks/results/quality_<name>.json, quality_<name>.md and quality_<na
 sample grid per combination: a row per digit).
 """
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import argparse
+import dataclasses
+import itertools
+import math
+import os
+import sys
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Dict, Optional, Sequence, Tuple  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from benchmarks import machine  # noqa: E402
-from components.diffusion_evaluator import evaluation  # noqa: E402
-from components.diffusion_evaluator import metrics as metrics_lib  # noqa: E402
-from components.diffusion_evaluator import report  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from pipeline.config import NUM_CLASSES, EvalConfig  # noqa: E402
-from serving.client import resolve_model_dir  # noqa: E402
-from trainer_module import export  # noqa: E402
-from trainer_module import samplers  # noqa: E402
-from trainer_module import unet  # noqa: E402
-
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-# Where TFX's Trainer and Pusher put a SavedModel inside a Model artifact.
-_SERVING_MODEL_SUBDIR = "Format-Serving"
-
-
-def saved_model_dir(path: str) -> str:
-  """A SavedModel itself, a TFX Model artifact URI, or a serving dir (highest numeric version)."""
-  serving = os.path.join(path, _SERVING_MODEL_SUBDIR)
-  if tf.io.gfile.exists(os.path.join(serving, "saved_model.pb")):
-    return serving
-  return resolve_model_dir(path)
+from benchmarks import common
+from components.diffusion_evaluator import evaluation
+from components.diffusion_evaluator import metrics as metrics_lib
+from components.diffusion_evaluator import report
+from core import config as config_lib
+from core.config import NUM_CLASSES, EvalConfig
+from trainer_module import samplers
+from trainer_module import unet
 
 
 def _grid_name(num_steps: int, guidance_scale: float) -> str:
@@ -69,28 +49,14 @@ def parse_combo(text: str) -> Tuple[int, float]:
     raise argparse.ArgumentTypeError(f"expected STEPS:GUIDANCE such as 20:1.5, got {text!r}")
 
 
-def reexport_with_sampler(model_dir: str, profile: config_lib.PipelineConfig,
-                          export_dir: str, **sampler_fields: Any) -> str:
-  """The weights of the SavedModel at `model_dir`, exported again with the sampler settings it
-  records (the profile's where it records none) and `sampler_fields` replaced (another sampler,
-  guidance interval, chunk limit or compute dtype): a change of one setting keeps the others, so
-  a bfloat16 or DPM-Solver++ re-export measured with another chunk limit stays what it was."""
-  source_dir = saved_model_dir(model_dir)
-  loaded = tf.saved_model.load(source_dir)
-  recorded = export.exported_sampler_config(loaded, profile.sampler)
-  export.reexport_sampler(source_dir, export_dir, profile.diffusion,
-                          dataclasses.replace(recorded, **sampler_fields), profile.unet,
-                          loaded=loaded)
-  return export_dir
-
-
 def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: EvalConfig,
             combos: Sequence[Tuple[int, float]], results_dir: str,
             name: Optional[str] = None) -> Dict[str, Any]:
   """All metrics for every (steps, guidance); writes a sample grid per combination to
   <results_dir>/quality_<name>/ (name defaults to the exported sampler)."""
   start = time.perf_counter()
-  model_dir, classifier_dir = saved_model_dir(model_dir), saved_model_dir(classifier_dir)
+  model_dir = common.resolve_model_dir(model_dir)
+  classifier_dir = common.resolve_model_dir(classifier_dir)
   judge = evaluation.Judge(classifier_dir, config.batch_size)
   num_samples = NUM_CLASSES * config.samples_per_class
   data_timings: Dict[str, float] = {}
@@ -112,18 +78,18 @@ def measure(model_dir: str, classifier_dir: str, examples_dir: str, config: Eval
 
   os.makedirs(grid_dir, exist_ok=True)
   # One tiny request first, so the first combination's wall time carries no one-off start-up cost.
-  model.sample(np.zeros([1], np.int32), 1.0, 1, config.seed)
+  model.sample(np.zeros([1], np.int32), config.seed, guidance_scale=1.0, num_steps=1)
   combinations = []
   for num_steps, guidance_scale in combos:
-    combo_config = dataclasses.replace(config, sample_steps=num_steps,
-                                       guidance_scale=guidance_scale)
     timings: Dict[str, float] = {}
     combo_start = time.perf_counter()
-    sampled, samples = evaluation.sampling_metrics(model, judge, real, combo_config, timings)
+    sampled, samples = evaluation.sampling_metrics(model, judge, real, config, timings,
+                                                   guidance_scale, num_steps)
     wall = time.perf_counter() - combo_start
     sampled.pop("judge_accuracy_on_eval", None)  # the same in every combination: once, in real_floor
     grid_path = os.path.join(grid_dir, _grid_name(num_steps, guidance_scale))
-    grid = report.sample_grid(evaluation.grid_images(model, samples, combo_config))
+    grid = report.sample_grid(evaluation.grid_images(model, samples, config, guidance_scale,
+                                                     num_steps))
     with open(grid_path, "wb") as f:
       f.write(report.png_bytes(grid))
     combinations.append({"num_steps": num_steps, "guidance_scale": guidance_scale, **sampled,
@@ -203,17 +169,28 @@ def render_markdown(result: Dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def sampler_changes(args: argparse.Namespace) -> Dict[str, Any]:
+  """The SamplerConfig fields to re-export the model with before measuring it."""
+  changes: Dict[str, Any] = {}
+  if args.sampler:
+    changes["sampler"] = args.sampler
+  if args.compute_dtype:
+    changes["compute_dtype"] = args.compute_dtype
+  if args.guidance_interval:
+    low, high = args.guidance_interval
+    changes.update(guidance_min_sigma=low, guidance_max_sigma=None if math.isinf(high) else high)
+  return changes
+
+
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model-dir", required=True,
-                      help="diffusion SavedModel, Model artifact URI, or serving dir")
-  parser.add_argument("--classifier-dir", required=True,
-                      help="judge classifier SavedModel or its Model artifact URI")
+  parser = common.argument_parser(__doc__)
+  common.add_model_dir(parser)
+  common.add_model_dir(parser, "--classifier-dir", "judge classifier")
   parser.add_argument("--examples-dir", required=True,
                       help="ExampleGen Examples artifact URI (with Split-train, Split-eval)")
-  parser.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES),
-                      help="whose EvalConfig (sigmas, batch size, seed, grid) to use")
+  common.add_profile(parser, "whose EvalConfig (sigmas, batch size, seed, grid) to use, and the "
+                             "noise schedule of a re-export")
   parser.add_argument("--samples-per-class", type=int, default=None,
                       help="default: the profile's")
   parser.add_argument("--denoise-num-images", type=int, default=None,
@@ -223,7 +200,7 @@ def main(argv=None):
   parser.add_argument("--combos", type=parse_combo, nargs="+", default=None, metavar="STEPS:GUIDANCE",
                       help="only these (steps, guidance) pairs instead of --steps x --guidance")
   parser.add_argument("--sampler", choices=samplers.SAMPLERS, default=None,
-                      help="re-export the model's weights (of --profile's U-Net) with this sampler")
+                      help="re-export the model's weights with this sampler first")
   parser.add_argument("--guidance-interval", type=float, nargs=2, default=None,
                       metavar=("MIN_SIGMA", "MAX_SIGMA"),
                       help="re-export with guidance above 1 only at these noise levels "
@@ -231,39 +208,23 @@ def main(argv=None):
   parser.add_argument("--compute-dtype", choices=unet.COMPUTE_DTYPES, default=None,
                       help="re-export the same weights computing in this dtype first")
   parser.add_argument("--name", default=None, help="result file suffix; default: the sampler")
-  parser.add_argument("--results-dir", default=RESULTS_DIR)
+  common.add_results_dir(parser)
   args = parser.parse_args(argv)
 
-  config = config_lib.profile(args.profile).eval
+  profile = config_lib.profile(args.profile)
   overrides = {"samples_per_class": args.samples_per_class,
                "denoise_num_images": args.denoise_num_images}
-  config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+  config = dataclasses.replace(profile.eval,
+                               **{k: v for k, v in overrides.items() if v is not None})
   combos = args.combos or list(itertools.product(args.steps, args.guidance))
-  with tempfile.TemporaryDirectory() as scratch:
-    model_dir = args.model_dir
-    sampler_fields: Dict[str, Any] = {}
-    if args.sampler:
-      sampler_fields["sampler"] = args.sampler
-    if args.compute_dtype:
-      sampler_fields["compute_dtype"] = args.compute_dtype
-    if args.guidance_interval:
-      low, high = args.guidance_interval
-      sampler_fields.update(guidance_min_sigma=low,
-                            guidance_max_sigma=None if math.isinf(high) else high)
-    if sampler_fields:
-      model_dir = reexport_with_sampler(model_dir, config_lib.profile(args.profile),
-                                        os.path.join(scratch, "reexported"), **sampler_fields)
-    result = {"command": shlex.join(["python", "-m", "benchmarks.quality", *argv]),
-              "machine": machine.describe(),
+  with common.reexported(args.model_dir, profile, sampler_changes(args)) as (model_dir, named):
+    result = {**common.provenance("quality", argv),
               **measure(model_dir, args.classifier_dir, args.examples_dir, config, combos,
                         args.results_dir, args.name)}
-    if sampler_fields:
-      fields = ", ".join(f"{key}={value}" for key, value in sampler_fields.items())
-      result["model_dir"] = f"{args.model_dir} (re-exported with {fields})"
+  if named:
+    result["model_dir"] = named
   name = result["name"]
-  json_path = os.path.join(args.results_dir, f"quality_{name}.json")
-  with open(json_path, "w") as f:
-    json.dump(result, f, indent=2)
+  json_path = common.write_json(result, args.results_dir, f"quality_{name}.json")
   markdown = render_markdown(result)
   markdown_path = os.path.join(args.results_dir, f"quality_{name}.md")
   with open(markdown_path, "w") as f:

@@ -1,50 +1,48 @@
 """Serving latency of the exported in-graph sampler vs a Python-loop sampler, per (batch, steps).
 
   python -m benchmarks.serving_latency --model-dir runs/serving_model --profile cpu \
-      --batch-sizes 1 10 100 --steps 10 20 50 --repeats 5 --guidance 1.6
---model-dir is a SavedModel or a serving directory (its highest numeric version is used). The
-exported sampler runs in a fresh process that imports only TensorFlow, as a server would load it,
-and its calls alternate with the baseline's, so both see the machine at the same speed.
+      --batch-sizes 1 10 100 --steps 10 20 50 --repeats 5
+--model-dir is a SavedModel, a TFX Model artifact or a serving directory (its highest numeric
+version is used). The exported sampler runs in a fresh process that imports only TensorFlow, as a
+server would load it, and its calls alternate with the baseline's, so both see the machine at the
+same speed.
 The baseline is the usual tutorial loop: a Python `for` over steps, each an eager call of the same
-U-Net (built from --profile, weights restored from the SavedModel), with the math of the sampler
-and guidance interval the model was exported with (DDIM or DPM-Solver++(2M)). Its timing leaves
-out drawing the initial noise, which only flatters the baseline.
+U-Net (rebuilt from the UNetConfig and weights the SavedModel records), with --profile's noise
+schedule and the math of the sampler and guidance interval the model was exported with (DDIM or
+DPM-Solver++(2M)). Its timing leaves out drawing the initial noise, which only flatters the
+baseline.
 --max-rows-per-call N (or none) times the same weights re-exported with another chunk limit
 (SamplerConfig.max_rows_per_call). Each cell also records the CPUs' steal time (/proc/stat) while
 it ran. Writes benchmarks/results/serving_latency.json and prints a markdown table.
 """
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from typing import List, Optional, Sequence
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import textwrap  # noqa: E402
-import time  # noqa: E402
-from typing import List, Optional, Sequence  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from benchmarks import common
+from benchmarks import machine
+from core import config as config_lib
+from core import serving_contract
+from core.config import NULL_LABEL, NUM_CLASSES
+from serving import reexport
+from trainer_module import export
+from trainer_module import flops
+from trainer_module import samplers
+from trainer_module import schedule as schedule_lib
+from trainer_module import transform
 
-from benchmarks import machine  # noqa: E402
-from benchmarks import quality  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from trainer_module import flops  # noqa: E402
-from pipeline.config import NUM_CLASSES  # noqa: E402
-from serving import reexport  # noqa: E402
-from serving.client import resolve_model_dir  # noqa: E402
-from trainer_module import export  # noqa: E402
-from trainer_module import samplers  # noqa: E402
-from trainer_module import schedule as schedule_lib  # noqa: E402
-from trainer_module import transform  # noqa: E402
-
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RESULT_FILE_NAME = "serving_latency.json"
-_PROJECT_PACKAGES = ("pipeline", "components", "trainer_module", "serving", "benchmarks")
+_PROJECT_PACKAGES = ("core", "pipeline", "components", "trainer_module", "serving", "benchmarks",
+                     "tests")
 # Targets printed beside the figures (not asserted).
 TARGET_BATCH, TARGET_STEPS, TARGET_P50_S = 10, 20, 1.0
 TARGET_SPEEDUP = 2.0
@@ -52,8 +50,8 @@ LOOP_SAMPLERS = ("ddim", "dpmpp_2m")
 
 # The child: TensorFlow only, so the numbers are what a server that never saw this project gets.
 # It stays up and answers one timing request per stdin line, so the parent can alternate its calls
-# with the Python loop's: the machine's speed drifts by 10-20% over minutes, and a grid timed one
-# side after the other put that drift into the speed-up (run 16: 1.48x in one grid, 1.98x in the next).
+# with the Python loop's: a shared machine's speed drifts over minutes, and a grid timed one side
+# after the other would put that drift into the speed-up.
 _REPLY_MARK = "@@timing "
 _FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     import json, os, sys, time
@@ -170,7 +168,7 @@ class PythonLoopSampler:
                                            self._sampler.guidance_max_sigma)
       predictions = samplers.guided_prediction(
           self.model, noisy_images, tf.fill([batch_size], times), labels, scale,
-          self._sampler.null_label)
+          NULL_LABEL)
       previous_pred_images = pred_images
       pred_images, _ = schedule_lib.split_prediction(predictions, noisy_images, signal_rates,
                                                      noise_rates, self._prediction)
@@ -239,14 +237,17 @@ def time_interleaved(fresh: FreshProcessSampler, loop: PythonLoopSampler,
 
 
 def measure(model_dir: str, config: config_lib.PipelineConfig, batch_sizes: Sequence[int],
-            steps: Sequence[int], repeats: int, guidance_scale: float) -> dict:
-  model_dir = resolve_model_dir(model_dir)
+            steps: Sequence[int], repeats: int, guidance_scale: Optional[float] = None) -> dict:
+  """Times every (batch, steps) cell; guidance_scale defaults to the one the model records."""
+  model_dir = common.resolve_model_dir(model_dir)
   grid = [(b, s) for b in batch_sizes for s in steps]
   loaded = tf.saved_model.load(model_dir)
-  model, unet_config = export.unet_from_loaded(loaded, config.unet, model_dir)
+  model, unet_config = export.load_unet(loaded)
   # The Python loop does the math of the sampler and guidance interval the model was exported
   # with, on the network in the dtype it computes in.
-  sampler = export.exported_sampler_config(loaded, config.sampler)
+  sampler = serving_contract.recorded_sampler_config(loaded, model_dir)
+  if guidance_scale is None:
+    guidance_scale = sampler.guidance_scale
   loop_network = export.network_for_serving(model, sampler.compute_dtype, unet_config)
   loop_sampler = PythonLoopSampler(loop_network, config.diffusion, sampler)
   with FreshProcessSampler(model_dir, guidance_scale) as fresh_sampler:
@@ -327,38 +328,31 @@ def _met(value: Optional[bool]) -> str:
 
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model-dir", required=True,
-                      help="SavedModel, or serving dir whose highest numeric version is used")
-  parser.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES),
-                      help="the U-Net and diffusion config the model was trained with")
+  parser = common.argument_parser(__doc__)
+  common.add_model_dir(parser)
+  common.add_profile(parser, "the profile the model was trained with (its noise schedule and "
+                             "prediction, which the Python loop needs)")
   parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 10, 100])
   parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--guidance", type=float, default=config_lib.DEFAULT_GUIDANCE_SCALE)
+  parser.add_argument("--guidance", type=float, default=None,
+                      help="guidance scale of every request (default: the model's own default)")
   parser.add_argument("--max-rows-per-call", type=reexport.rows_limit, default=None,
                       metavar="ROWS",
                       help="re-export the model's weights with this SamplerConfig."
                            "max_rows_per_call first (a number, or 'none' for one call per step)")
-  parser.add_argument("--results-dir", default=RESULTS_DIR)
+  common.add_results_dir(parser)
   args = parser.parse_args(argv)
   config = config_lib.profile(args.profile)
-  with tempfile.TemporaryDirectory() as scratch:
-    model_dir = args.model_dir
-    if args.max_rows_per_call is not None:
-      limit = args.max_rows_per_call or None
-      model_dir = quality.reexport_with_sampler(model_dir, config, os.path.join(scratch, "1"),
-                                                max_rows_per_call=limit)
-    result = {"command": shlex.join(["python", "-m", "benchmarks.serving_latency", *argv]),
-              "machine": machine.describe(),
+  changes = ({} if args.max_rows_per_call is None
+             else {"max_rows_per_call": args.max_rows_per_call or None})
+  with common.reexported(args.model_dir, config, changes) as (model_dir, named):
+    result = {**common.provenance("serving_latency", argv),
               **measure(model_dir, config, args.batch_sizes, args.steps, args.repeats,
                         args.guidance)}
-    if args.max_rows_per_call is not None:
-      result["model_dir"] = f"{args.model_dir} (re-exported with max_rows_per_call={limit})"
-  os.makedirs(args.results_dir, exist_ok=True)
-  path = os.path.join(args.results_dir, RESULT_FILE_NAME)
-  with open(path, "w") as f:
-    json.dump(result, f, indent=2)
+  if named:
+    result["model_dir"] = named
+  path = common.write_json(result, args.results_dir, RESULT_FILE_NAME)
   print(markdown_table(result))
   print()
   fresh = result["fresh_process"]

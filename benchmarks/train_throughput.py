@@ -5,28 +5,23 @@ Writes benchmarks/results/train_throughput_<profile>.json. A training step costs
 forward passes (forward, and backward for activations and weights).
 """
 
-from pipeline import keras_env  # noqa: F401  (before TensorFlow)
+import sys
+import time
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-from benchmarks import machine  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from trainer_module import flops  # noqa: E402
-from trainer_module import train as train_lib  # noqa: E402
-
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from benchmarks import common
+from core import config as config_lib
+from core.config import IMAGE_SIZE, NUM_CLASSES
+from trainer_module import flops
+from trainer_module import train as train_lib
 
 
 def measure(config: config_lib.PipelineConfig, steps: int) -> dict:
   trainer = train_lib.DiffusionTrainer(config)
   batch_size = config.train.batch_size
-  images = tf.random.uniform([batch_size, 28, 28, 1], -1.0, 1.0, seed=0)
-  labels = tf.random.uniform([batch_size], 0, 10, tf.int32, seed=0)
+  images = tf.random.uniform([batch_size, IMAGE_SIZE, IMAGE_SIZE, 1], -1.0, 1.0, seed=0)
+  labels = tf.random.uniform([batch_size], 0, NUM_CLASSES, tf.int32, seed=0)
   start = time.perf_counter()
   trainer.train_step(images, labels).numpy()
   trace_seconds = time.perf_counter() - start
@@ -50,21 +45,19 @@ def measure(config: config_lib.PipelineConfig, steps: int) -> dict:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES))
-  parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--results-dir", default=RESULTS_DIR)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  parser = common.argument_parser(__doc__)
+  common.add_profile(parser, "whose network, batch size and optimizer to train")
+  parser.add_argument("--steps", type=int, default=20, help="training steps timed")
+  common.add_results_dir(parser)
   args = parser.parse_args(argv)
-  result = {"command": f"python -m benchmarks.train_throughput --profile {args.profile} "
-                       f"--steps {args.steps}",
-            "machine": machine.describe(), **measure(config_lib.profile(args.profile), args.steps)}
-  os.makedirs(args.results_dir, exist_ok=True)
-  path = os.path.join(args.results_dir, f"train_throughput_{args.profile}.json")
-  with open(path, "w") as f:
-    json.dump(result, f, indent=2)
+  result = {**common.provenance("train_throughput", argv),
+            **measure(config_lib.profile(args.profile), args.steps)}
+  path = common.write_json(result, args.results_dir, f"train_throughput_{args.profile}.json")
   for key in ("parameters", "images_per_second", "train_gflop_per_image", "achieved_gflops",
               "machine_matmul_gflops", "share_of_matmul_rate"):
-    print(f"{key:24s} {result[key]:.4g}" if isinstance(result[key], float) else f"{key:24s} {result[key]}")
+    value = result[key]
+    print(f"{key:24s} {value:.4g}" if isinstance(value, float) else f"{key:24s} {value}")
   print(f"wrote {path}")
 
 

@@ -284,13 +284,16 @@ def evaluate_model(model: DiffusionModel, judge: JudgeFn, real: RealData,
   return model_metrics, samples
 
 
-def grid_images(model: DiffusionModel, samples: np.ndarray, config: EvalConfig) -> np.ndarray:
-  """[10, grid_seeds, 28, 28, 1]: the scored samples when there are enough, else fresh ones."""
+def grid_images(model: DiffusionModel, samples: np.ndarray, config: EvalConfig,
+                guidance_scale: Optional[float] = None,
+                num_steps: Optional[int] = None) -> np.ndarray:
+  """[10, grid_seeds, 28, 28, 1]: the scored samples when there are enough, else fresh ones drawn
+  at `guidance_scale` and `num_steps` (default: the model's own)."""
   if config.samples_per_class >= config.grid_seeds:
     per_digit = samples.reshape(NUM_CLASSES, config.samples_per_class, *samples.shape[1:])
     return per_digit[:, :config.grid_seeds]
   labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int32), config.grid_seeds)
-  grid = model.sample(labels, config.seed)
+  grid = model.sample(labels, config.seed, guidance_scale, num_steps)
   return grid.reshape(NUM_CLASSES, config.grid_seeds, *grid.shape[1:])
 
 

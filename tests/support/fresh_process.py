@@ -7,7 +7,8 @@ import subprocess
 import sys
 import textwrap
 
-_PROJECT_PACKAGES = ("pipeline", "components", "trainer_module", "serving")
+_PROJECT_PACKAGES = ("core", "pipeline", "components", "trainer_module", "serving", "benchmarks",
+                     "tests")
 
 _SCRIPT = textwrap.dedent("""
     import json, os, sys
