@@ -1,5 +1,6 @@
 """Tests of trainer_module/train.py: the training loop, resumable checkpoints, EMA and helpers."""
 
+import dataclasses
 import json
 import math
 import os
@@ -228,3 +229,39 @@ def test_train_step_is_traced_once(runs):
   # The optimizer's slots exist before the first step: a step that created them would be traced
   # twice, and one trace costs seconds (more on the cpu profile's network).
   assert runs.second.train_step.experimental_get_tracing_count() == 1
+
+
+def test_warm_start_continues_the_saved_state_for_warm_start_steps(runs, tmp_path):
+  # The 6-step model, saved as run_fn saves it beside its export; a new run starts from it.
+  serving_dir = str(tmp_path / "model" / "Format-Serving")
+  state_dir = train.save_training_state(runs.second, serving_dir)
+  assert os.path.basename(state_dir) == train.TRAINING_STATE_DIR
+  warm = train.DiffusionTrainer(tiny_models.tiny_pipeline_config(train_steps=6,
+                                                                 warmup_steps=_WARMUP,
+                                                                 warm_start_steps=2))
+  start = train.warm_start(warm, serving_dir)
+  assert start == {"start": "warm", "base_model": serving_dir, "base_step": 6}
+  assert (int(warm.step), int(warm.start_step), warm.final_step) == (6, 6, 8)
+  _assert_weights_equal(_weights(warm.model), _weights(runs.second.model))
+  _assert_weights_equal(_weights(warm.ema_model), _weights(runs.second.ema_model))
+  # Two more steps on this run's data, from its first batch.
+  summary = train.train_diffusion(warm, tiny_models.random_batches(2, batch_size=4, seed=1),
+                                  str(tmp_path / "checkpoints"))
+  assert summary["steps"] == 8 and math.isfinite(summary["final_loss"])
+  assert _any_weight_differs(_weights(warm.model), _weights(runs.second.model))
+
+
+def test_warm_start_falls_back_to_a_cold_start_and_says_why(runs, tmp_path):
+  config = tiny_models.tiny_pipeline_config(train_steps=6, warmup_steps=_WARMUP)
+  assert train.warm_start(train.DiffusionTrainer(config), None) == {
+      "start": "cold", "reason": "no blessed model to start from"}
+  no_state = str(tmp_path / "old" / "Format-Serving")
+  assert "no saved training state" in train.warm_start(train.DiffusionTrainer(config),
+                                                       no_state)["reason"]
+  serving_dir = str(tmp_path / "model" / "Format-Serving")
+  train.save_training_state(runs.second, serving_dir)
+  wider = dataclasses.replace(config, unet=dataclasses.replace(config.unet, channels=(4, 8, 16)))
+  trainer = train.DiffusionTrainer(wider)
+  start = train.warm_start(trainer, serving_dir)
+  assert start["start"] == "cold" and "network or noise schedule changed" in start["reason"]
+  assert (int(trainer.step), trainer.final_step) == (0, 6)

@@ -26,6 +26,9 @@ from trainer_module.unet import build_unet
 
 CONFIG_KEY = "config"
 CHECKPOINT_ROOT_KEY = "checkpoint_root"
+# The whole training state (weights, EMA, optimizer, step), saved in the Model artifact beside
+# the exported SavedModel (Format-Serving), so that a later run can warm-start from it.
+TRAINING_STATE_DIR = "training_state"
 # The parts of PipelineConfig a Trainer depends on. Only these travel in its custom_config, so
 # changing, say, an evaluation threshold does not invalidate the Trainer's cache.
 DIFFUSION_TRAINER_FIELDS = ("unet", "diffusion", "train", "sampler")
@@ -108,12 +111,24 @@ class DiffusionTrainer(tf.Module):
     # traced twice, and one trace of this step takes seconds.
     self.optimizer.build(self.model.trainable_variables)
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    # The step this run started from: 0 cold, the base model's step when warm-started. The data
+    # of this run is consumed from there.
+    self.start_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="start_step")
     # A generator (not global seeds) so a resumed run continues the same random stream.
     self.rng = tf.random.Generator.from_seed(config.train.seed)
 
   def checkpoint(self) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(model=self.model, ema_model=self.ema_model,
-                               optimizer=self.optimizer, step=self.step, rng=self.rng)
+                               optimizer=self.optimizer, step=self.step, rng=self.rng,
+                               start_step=self.start_step)
+
+  @property
+  def final_step(self) -> int:
+    """Where this run stops: train_steps cold, warm_start_steps past the base model warm."""
+    train = self.config.train
+    if int(self.start_step) == 0:
+      return train.train_steps
+    return int(self.start_step) + train.warm_start_steps
 
   def loss(self, images, labels, training=True):
     """Min-SNR weighted MSE on the chosen target at diffusion times drawn as configured."""
@@ -159,16 +174,20 @@ def update_average(average, model, decay: tf.Tensor) -> None:
     ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
 
 
-def checkpoint_dir_for(checkpoint_root: str, train_files: Iterable[str], config: PipelineConfig) -> str:
-  """A directory that is the same for a retry of the same training (same data, same settings).
+def checkpoint_dir_for(checkpoint_root: str, train_files: Iterable[str], config: PipelineConfig,
+                       base_model: Optional[str] = None) -> str:
+  """A directory that is the same for a retry of the same training (same data, same settings,
+  same base model).
 
   TFX gives every execution a new output directory, so checkpoints there would not survive a
   failed run; keyed by inputs, training settings and the code version, a retried Trainer resumes
   where it stopped, and a changed network never tries to load an incompatible checkpoint.
   """
-  key = json.dumps({"files": sorted(train_files), "code": code_version(), "unet": config.unet.to_dict(),
-                    "diffusion": config.diffusion.to_dict(), "train": config.train.to_dict()},
-                   sort_keys=True)
+  key = {"files": sorted(train_files), "code": code_version(), "unet": config.unet.to_dict(),
+         "diffusion": config.diffusion.to_dict(), "train": config.train.to_dict()}
+  if base_model:
+    key["base_model"] = base_model
+  key = json.dumps(key, sort_keys=True)
   return os.path.join(checkpoint_root, hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
@@ -186,7 +205,7 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
     trainer.checkpoint().restore(manager.latest_checkpoint)
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(trainer.step))
   writer = tf.summary.create_file_writer(log_dir) if log_dir else tf.summary.create_noop_writer()
-  total_steps = train_config.train_steps
+  total_steps = trainer.final_step
   # Speed is reported against what the machine can do: achieved FLOP/s over its matmul rate.
   flops_per_image = flops_lib.train_flops_per_image(trainer.model)
   machine_flops = flops_lib.matmul_flops_per_second()
@@ -194,7 +213,7 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
   started, window_start, window_steps, loss = time.time(), time.time(), 0, None
   images_per_second = 0.0
   # Skipping reads and decodes the consumed batches again: seconds, against minutes of training.
-  iterator = iter(dataset.skip(int(trainer.step)))
+  iterator = iter(dataset.skip(int(trainer.step) - int(trainer.start_step)))
   while int(trainer.step) < total_steps:
     images, labels = next(iterator)
     loss = float(trainer.train_step(images, labels))
@@ -225,6 +244,44 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
           "share_of_matmul_rate": images_per_second * flops_per_image / machine_flops}
 
 
+def _state_dir(serving_model_dir: str) -> str:
+  return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), TRAINING_STATE_DIR)
+
+
+def _network_record(config: PipelineConfig) -> dict:
+  # What a saved training state must match to be continued: the network and its noise schedule
+  # (as JSON reads it back: lists, not tuples).
+  return json.loads(json.dumps({"unet": config.unet.to_dict(),
+                                "diffusion": config.diffusion.to_dict()}))
+
+
+def save_training_state(trainer: DiffusionTrainer, serving_model_dir: str) -> str:
+  """Writes the whole training state beside the exported model; returns its directory."""
+  state_dir = _state_dir(serving_model_dir)
+  trainer.checkpoint().write(os.path.join(state_dir, "state"))
+  with tf.io.gfile.GFile(os.path.join(state_dir, "network.json"), "w") as f:
+    json.dump(_network_record(trainer.config), f, sort_keys=True)
+  return state_dir
+
+
+def warm_start(trainer: DiffusionTrainer, base_model: Optional[str]) -> dict:
+  """Continues from the training state saved beside `base_model` (a Model artifact's serving
+  path) when it was trained with this network and schedule; says how the run starts and why."""
+  if not base_model:
+    return {"start": "cold", "reason": "no blessed model to start from"}
+  state_dir = _state_dir(base_model)
+  record_path = os.path.join(state_dir, "network.json")
+  if not tf.io.gfile.exists(record_path):
+    return {"start": "cold", "reason": f"{base_model} has no saved training state"}
+  with tf.io.gfile.GFile(record_path) as f:
+    if json.load(f) != _network_record(trainer.config):
+      return {"start": "cold", "reason": "the network or noise schedule changed since "
+                                         f"{base_model}"}
+  trainer.checkpoint().read(os.path.join(state_dir, "state")).assert_existing_objects_matched()
+  trainer.start_step.assign(trainer.step)
+  return {"start": "warm", "base_model": base_model, "base_step": int(trainer.step)}
+
+
 def run_fn(fn_args):
   """TFX Trainer entry point for the diffusion model."""
   config = config_from_custom_config(fn_args.custom_config)
@@ -233,11 +290,18 @@ def run_fn(fn_args):
       config.train.batch_size, config.train.seed, config.train.shuffle_buffer)
   checkpoint_root = (fn_args.custom_config.get(CHECKPOINT_ROOT_KEY)
                      or os.path.join(fn_args.model_run_dir, "checkpoints"))
-  checkpoint_dir = checkpoint_dir_for(checkpoint_root, fn_args.train_files, config)
+  checkpoint_dir = checkpoint_dir_for(checkpoint_root, fn_args.train_files, config,
+                                      fn_args.base_model)
   trainer = DiffusionTrainer(config)
+  start = warm_start(trainer, fn_args.base_model)
+  message = (f"warm start from {start['base_model']} at step {start['base_step']}"
+             if start["start"] == "warm" else f"cold start: {start['reason']}")
+  logging.info("Diffusion Trainer: %s", message)
+  print(f"[train] {message}", flush=True)
   summary = train_diffusion(trainer, dataset, checkpoint_dir, log_dir=fn_args.model_run_dir)
   logging.info("Training finished: %s", summary)
   export.export_sampler(trainer.ema_model, config.diffusion, config.sampler,
                         fn_args.serving_model_dir, unet_config=config.unet)
+  save_training_state(trainer, fn_args.serving_model_dir)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
-    json.dump({**summary, "config": config.to_dict()}, f, indent=2)
+    json.dump({**summary, **start, "config": config.to_dict()}, f, indent=2)
