@@ -1,5 +1,6 @@
 """Runs the DiffusionEvaluator's executor on fake models and a tiny Examples artifact."""
 
+import dataclasses
 import json
 import os
 
@@ -164,6 +165,27 @@ def test_worse_candidate_than_baseline_is_not_blessed(tmp_path, fakes):
       constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY) == fakes["good"].uri
   assert blessing.get_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY) == 2
   assert results["models"]["baseline"]["same_as_candidate"] is False
+  assert not blessing.has_custom_property(executor.FORCE_BLESS_REASON_PROPERTY)
+
+
+def test_force_bless_passes_a_worse_candidate_and_records_why(tmp_path, fakes):
+  config = dataclasses.replace(_CONFIG, force_bless_reason="baseline scored on stale data")
+  results, evaluation, blessing = _run(tmp_path, fakes, fakes["bad"], config=config,
+                                       baseline=fakes["good"])
+  assert _blessed(blessing)
+  assert blessing.get_string_custom_property(executor.FORCE_BLESS_REASON_PROPERTY).endswith(
+      "baseline scored on stale data")
+  assert any(reason.startswith("FAIL") for reason in results["blessing"]["reasons"])
+  with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
+    assert "force-blessed past the baseline comparison: baseline scored on stale data" in f.read()
+
+
+def test_force_bless_never_overrides_the_absolute_thresholds(tmp_path, fakes):
+  config = dataclasses.replace(_CONFIG, min_psnr=99.0, force_bless_reason="anyway")
+  results, _, blessing = _run(tmp_path, fakes, fakes["bad"], config=config,
+                              baseline=fakes["good"])
+  assert not _blessed(blessing)
+  assert not blessing.has_custom_property(executor.FORCE_BLESS_REASON_PROPERTY)
 
 
 def test_baseline_same_as_candidate_reuses_metrics_and_blesses(tmp_path, fakes):

@@ -203,3 +203,17 @@ def test_sample_grid_layout():
   assert pixels[2 + 4 * 30 + 5, 2 + 2 * 30 + 5] == 255
   assert pixels[2 + 4 * 30 + 5, 2 + 1 * 30 + 5] == 0
   assert report.png_bytes(grid).startswith(b"\x89PNG")
+
+
+def test_force_bless_blesses_past_the_baseline_but_not_past_the_thresholds():
+  baseline = _model_metrics(22.0, 0.95)
+  forced = dataclasses.replace(_CONFIG, force_bless_reason="new eval data")
+  blessed, reasons = metrics.decide_blessing(_model_metrics(21.0, 0.95), baseline, forced)
+  assert blessed
+  assert metrics.forced_blessing(reasons) == (
+      "ok: force-blessed past the baseline comparison: new eval data")
+  blessed, reasons = metrics.decide_blessing(_model_metrics(19.0, 0.95), baseline, forced)
+  assert not blessed and metrics.forced_blessing(reasons) is None
+  # Nothing to force when the comparison passes.
+  blessed, reasons = metrics.decide_blessing(_model_metrics(22.5, 0.95), baseline, forced)
+  assert blessed and metrics.forced_blessing(reasons) is None

@@ -64,6 +64,8 @@ CLASSIFIER_MODEL_KEY = "classifier_model"
 BASELINE_MODEL_KEY = "baseline_model"
 EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
+# On a blessing given past a failed baseline comparison: why (EvalConfig.force_bless_reason).
+FORCE_BLESS_REASON_PROPERTY = "force_bless_reason"
 EVAL_CONFIG_KEY = "eval_config"
 
 METRICS_FILE_NAME = "metrics.json"
@@ -133,6 +135,9 @@ def _write_blessing(blessing: types.Artifact, candidate: types.Artifact,
   failures = [reason for reason in reasons if reason.startswith("FAIL")]
   blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY,
                                       "; ".join(failures or reasons))
+  forced = metrics_lib.forced_blessing(reasons)
+  if forced:
+    blessing.set_string_custom_property(FORCE_BLESS_REASON_PROPERTY, forced)
   file_name = constants.BLESSED_FILE_NAME if blessed else constants.NOT_BLESSED_FILE_NAME
   io_utils.write_string_file(os.path.join(blessing.uri, file_name), "")
   blessing.set_int_custom_property(

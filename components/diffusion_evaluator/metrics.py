@@ -199,13 +199,18 @@ def _headline(metrics: Mapping[str, Any]) -> Tuple[Optional[float], Optional[flo
           metrics["frechet"].get("ratio"))
 
 
+FORCED_BLESSING = "ok: force-blessed"
+
+
 def decide_blessing(metrics: Mapping[str, Any], baseline_metrics: Optional[Mapping[str, Any]],
                     config: EvalConfig) -> Tuple[bool, List[str]]:
   """Whether the candidate is blessed, with one line per check ("ok: ..." or "FAIL: ...").
 
   Blessed iff psnr >= min_psnr, agreement >= min_class_agreement, the Frechet ratio is within
   max_frechet_ratio (when set) and, with a baseline, the candidate is not worse than it by more
-  than psnr_tolerance_db / agreement_tolerance.
+  than psnr_tolerance_db / agreement_tolerance. With `config.force_bless_reason`, a candidate that
+  passes the absolute thresholds is blessed whatever the baseline comparison says, and a line
+  starting with FORCED_BLESSING records the reason.
 
   Args:
     metrics: one model's metrics, as the executor computes them: needs
@@ -227,6 +232,7 @@ def decide_blessing(metrics: Mapping[str, Any], baseline_metrics: Optional[Mappi
         frechet_ratio <= config.max_frechet_ratio)
     checks.append((passed, f"Frechet ratio {_fmt(frechet_ratio)} <= max_frechet_ratio "
                            f"{config.max_frechet_ratio:g}"))
+  absolute_ok = all(passed for passed, _ in checks)
   if baseline_metrics is not None:
     base_psnr, base_agreement, _ = _headline(baseline_metrics)
     setup = sampling_setup(metrics.get("sampling"))
@@ -252,7 +258,16 @@ def decide_blessing(metrics: Mapping[str, Any], baseline_metrics: Optional[Mappi
   else:
     checks.append((True, "no baseline model: absolute thresholds only"))
   blessed = all(passed for passed, _ in checks)
-  return blessed, [("ok: " if passed else "FAIL: ") + text for passed, text in checks]
+  reasons = [("ok: " if passed else "FAIL: ") + text for passed, text in checks]
+  if not blessed and absolute_ok and config.force_bless_reason:
+    blessed = True
+    reasons.append(f"{FORCED_BLESSING} past the baseline comparison: {config.force_bless_reason}")
+  return blessed, reasons
+
+
+def forced_blessing(reasons: Sequence[str]) -> Optional[str]:
+  """The reason line of a forced blessing among decide_blessing's reasons, or None."""
+  return next((reason for reason in reasons if reason.startswith(FORCED_BLESSING)), None)
 
 
 def _fmt(value: Optional[float]) -> str:
