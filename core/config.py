@@ -135,6 +135,7 @@ class TrainConfig(_JsonMixin):
   # Scheduled retraining: train on the last `window_spans` spans (fewer while fewer exist), and
   # when a blessed model of the same network exists, start from it and train this many more steps.
   window_spans: int = 5
+  warm_start: bool = True
   warm_start_steps: int = 1800
 
 

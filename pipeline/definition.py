@@ -3,6 +3,7 @@
   MnistExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
   -> Transform -> Trainer "diffusion_trainer" + Trainer "classifier_trainer"
   -> DiffusionEvaluator (baseline: latest blessed model) -> Pusher -> <serving_dir>/<version>/
+The latest blessed model is also the diffusion Trainer's base model (warm start).
 """
 
 import os
@@ -11,9 +12,11 @@ from typing import Optional, Sequence
 from tfx import v1 as tfx
 
 from components.anomaly_gate import AnomalyGate
+from components.atomic_pusher.component import AtomicPusher
 from components.diffusion_evaluator import DiffusionEvaluator
 from components.mnist_example_gen.component import MnistExampleGen
 from core.config import PipelineConfig
+from pipeline import resolvers
 from trainer_module import train as train_lib
 
 PREPROCESSING_FN = "trainer_module.transform.preprocessing_fn"
@@ -24,6 +27,7 @@ CLASSIFIER_RUN_FN = "trainer_module.classifier.run_fn"
 DIFFUSION_TRAINER_ID = "diffusion_trainer"
 CLASSIFIER_TRAINER_ID = "classifier_trainer"
 RESOLVER_ID = "latest_blessed_model_resolver"
+PUSHER_ID = "Pusher"
 
 
 def create_pipeline(config: PipelineConfig,
@@ -47,12 +51,23 @@ def create_pipeline(config: PipelineConfig,
 
   pipeline_root = os.path.abspath(config.pipeline_root)
 
-  def trainer(run_fn: str, num_steps: int, custom_config: dict) -> tfx.components.Trainer:
+  # The base model (resolvers.py): the diffusion Trainer's warm start and the Evaluator's
+  # baseline. Only diffusion models are ever blessed, so the classifier's Models never resolve.
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=resolvers.BaseModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+      examples=transform.outputs["transformed_examples"],
+  ).with_id(RESOLVER_ID)
+
+  def trainer(run_fn: str, num_steps: int, custom_config: dict,
+              base_model=None) -> tfx.components.Trainer:
     # Both Trainers read the Transform's output; they differ in run_fn, steps and settings.
     return tfx.components.Trainer(
         run_fn=run_fn,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
+        base_model=base_model,
         train_args=tfx.proto.TrainArgs(num_steps=num_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=0),
         custom_config=custom_config)
@@ -62,18 +77,12 @@ def create_pipeline(config: PipelineConfig,
       train_lib.trainer_custom_config(
           config, train_lib.DIFFUSION_TRAINER_FIELDS,
           checkpoint_root=os.path.join(pipeline_root, "checkpoints")),
+      base_model=model_resolver.outputs["model"] if config.train.warm_start else None,
   ).with_id(DIFFUSION_TRAINER_ID)
   classifier_trainer = trainer(
       CLASSIFIER_RUN_FN, config.classifier.train_steps,
       train_lib.trainer_custom_config(config, train_lib.CLASSIFIER_TRAINER_FIELDS),
   ).with_id(CLASSIFIER_TRAINER_ID)
-
-  # Only diffusion models are ever blessed, so the classifier's Models never resolve here.
-  model_resolver = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id(RESOLVER_ID)
 
   evaluator = DiffusionEvaluator(
       examples=example_gen.outputs["examples"],
@@ -81,12 +90,12 @@ def create_pipeline(config: PipelineConfig,
       classifier_model=classifier_trainer.outputs["model"],
       baseline_model=model_resolver.outputs["model"],
       eval_config=config.eval)
-  pusher = tfx.components.Pusher(
+  pusher = AtomicPusher(
       model=diffusion_trainer.outputs["model"],
       model_blessing=evaluator.outputs["blessing"],
-      push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=os.path.abspath(config.serving_dir))))
+      serving_dir=os.path.abspath(config.serving_dir),
+      keep_versions=config.serving.keep_versions,
+  ).with_id(PUSHER_ID)
 
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

@@ -18,16 +18,24 @@ from core import serving_contract
 RUNNERS = ("local", "beam")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog="python -m pipeline.run",
-      description="Train, evaluate and push the MNIST class-conditional diffusion model with TFX.")
+def build_parser(prog: str = "python -m pipeline.run",
+                 description: str = "Train, evaluate and push the MNIST class-conditional "
+                                    "diffusion model with TFX.") -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog=prog, description=description)
   parser.add_argument("--profile", default=config_lib.DEFAULT_PROFILE,
                       choices=sorted(config_lib.PROFILES),
                       help="named configuration: smoke (minutes, for tests), cpu (default), full")
   parser.add_argument("--data-dir", default=None,
                       help="MNIST idx(.gz) directory (default: the embedded copy in data/mnist), "
-                           "or a TFDS data_dir with --source tfds")
+                           "a data root of span-N/ directories, or a TFDS data_dir with "
+                           "--source tfds")
+  parser.add_argument("--span", type=int, default=None,
+                      help="the span to process (default: the latest complete one)")
+  parser.add_argument("--cold-start", action="store_true",
+                      help="train from scratch even when a blessed model could be continued")
+  parser.add_argument("--force-bless", default=None, metavar="REASON",
+                      help="bless a model that misses only the baseline comparison (absolute "
+                           "thresholds still apply); the reason is recorded in the blessing")
   parser.add_argument("--source", choices=("idx", "tfds"), default=None,
                       help="where examples come from (default: idx)")
   parser.add_argument("--pipeline-root", default=None,
@@ -43,18 +51,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="a Beam pipeline argument, repeatable (replaces the profile's defaults)")
   parser.add_argument("--no-cache", action="store_true", help="re-run every component")
   parser.add_argument("--verbose", action="store_true", help="show TFX's own INFO logs")
-  return parser.parse_args(argv)
+  return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  return build_parser().parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
   config = config_lib.profile(args.profile)
   run_dir = os.path.join("runs", args.profile)
-  data = config.data
-  if args.data_dir or args.source:
-    data = dataclasses.replace(data, data_dir=args.data_dir or data.data_dir,
-                               source=args.source or data.source)
+  data = dataclasses.replace(config.data, data_dir=args.data_dir or config.data.data_dir,
+                             source=args.source or config.data.source, span=args.span)
+  train = dataclasses.replace(config.train, warm_start=not args.cold_start)
+  evaluation = dataclasses.replace(config.eval, force_bless_reason=args.force_bless)
   return dataclasses.replace(
-      config, data=data,
+      config, data=data, train=train, eval=evaluation,
       pipeline_root=args.pipeline_root or os.path.join(run_dir, "pipeline_root"),
       serving_dir=args.serving_dir or os.path.join(run_dir, "serving_model"),
       metadata_path=args.metadata_path,
@@ -87,19 +99,19 @@ def find_outputs(config: config_lib.PipelineConfig) -> dict:
   return outputs
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
-  config = config_from_args(args)
-  handler = _configure_logging(args.verbose)
+def run_pipeline(config: config_lib.PipelineConfig, runner_name: str = "local",
+                 verbose: bool = False) -> None:
+  """Builds the pipeline from `config` and runs it, printing one line per component."""
+  handler = _configure_logging(verbose)
   # Imported here so --help stays fast: TFX takes tens of seconds to import.
   from pipeline import definition  # pylint: disable=g-import-not-at-top
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
 
   os.makedirs(config.pipeline_root, exist_ok=True)
   print(f"[pipeline] profile {config.profile}: data {config.data.data_dir} ({config.data.source}), "
-        f"root {os.path.abspath(config.pipeline_root)}, serving {os.path.abspath(config.serving_dir)}, "
-        f"runner {args.runner}", flush=True)
-  if args.runner == "local":
+        f"root {os.path.abspath(config.pipeline_root)}, "
+        f"serving {os.path.abspath(config.serving_dir)}, runner {runner_name}", flush=True)
+  if runner_name == "local":
     runner = tfx.orchestration.LocalDagRunner()
   else:
     # Not exported under tfx.v1 in 1.16; this is TFX's own Beam orchestrator.
@@ -110,6 +122,12 @@ def main(argv=None) -> int:
   print(f"[pipeline] done in {time.time() - started:.0f} s", flush=True)
   for node, seconds, cached in handler.summary:
     print(f"  {node:32s} {seconds:7.1f} s{'  (cached)' if cached else ''}")
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  config = config_from_args(args)
+  run_pipeline(config, args.runner, args.verbose)
   outputs = find_outputs(config)
   if "pushed_model" in outputs:
     print(f"[pipeline] pushed model: {outputs['pushed_model']}")

@@ -49,8 +49,10 @@ def test_bad_choices_are_rejected(argv):
 def test_find_outputs_picks_latest_version_and_evaluation(tmp_path):
   config = config_lib.PipelineConfig(pipeline_root=str(tmp_path / "root"),
                                      serving_dir=str(tmp_path / "serving"))
-  for version in ("9", "10", "notes"):
+  for version in ("9", "10", "11", "notes"):
     os.makedirs(tmp_path / "serving" / version)
+  for version in ("9", "10"):  # 11 is incomplete: no SavedModel, as TF Serving would skip it
+    (tmp_path / "serving" / version / "saved_model.pb").write_bytes(b"")
   for run_id in ("3", "12"):
     os.makedirs(tmp_path / "root" / "DiffusionEvaluator" / "evaluation" / run_id)
   outputs = run_lib.find_outputs(config)

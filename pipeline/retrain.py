@@ -1,0 +1,205 @@
+"""Scheduled retraining: one locked pipeline run, one JSON summary line, an exit code for cron.
+
+  python -m pipeline.retrain [--profile cpu] [--data-dir ROOT] [--span N] [--cold-start]
+                             [--force-bless REASON] [pipeline.run's other flags]
+
+The run takes a lock on its pipeline root, so two scheduled runs never share the metadata store;
+the lock is the kernel's (`filelock`), released when its process ends however it ends, so a
+killed run leaves nothing stale behind. The last line printed is a JSON summary: the span, the
+training window, warm or cold start, the Evaluator's headline metrics, whether the model was
+blessed, and the pushed version or why none was.
+
+Exit codes (EXIT_CODES):
+  0  pushed        a new model version was pushed
+  3  nothing_new   every component came from the cache, or the model is the one already served
+  4  not_blessed   a model was trained and evaluated but not blessed; the served version stays
+  5  locked        another retrain holds the lock on this pipeline root; nothing ran
+  1  failed        the run failed; `error` in the summary says why
+  2                bad command line (argparse)
+"""
+
+import contextlib
+import json
+import os
+import sys
+from typing import Any, Dict, Iterator, List, Optional
+
+import filelock
+
+from core import config as config_lib
+from pipeline import run as run_lib
+
+EXIT_CODES = {"pushed": 0, "failed": 1, "nothing_new": 3, "not_blessed": 4, "locked": 5}
+LOCK_FILE = ".retrain.lock"
+# Written beside the lock by its holder, so a refused run can say who holds it.
+LOCK_OWNER_FILE = ".retrain.lock.owner"
+
+DIFFUSION_TRAINER_ID = "diffusion_trainer"
+EVALUATOR_ID = "DiffusionEvaluator"
+PUSHER_ID = "Pusher"
+EXAMPLE_GEN_ID = "MnistExampleGen"
+
+
+def _store(config: config_lib.PipelineConfig):
+  # pylint: disable=g-import-not-at-top
+  from ml_metadata.metadata_store import metadata_store
+  from ml_metadata.proto import metadata_store_pb2
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = os.path.abspath(config.metadata_sqlite)
+  connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  return metadata_store.MetadataStore(connection)
+
+
+def _last_execution_id(config: config_lib.PipelineConfig) -> int:
+  if not os.path.exists(config.metadata_sqlite):
+    return 0
+  return max((e.id for e in _store(config).get_executions()), default=0)
+
+
+class RunRecord:
+  """What ML Metadata recorded for the executions of one run (those after `since_id`)."""
+
+  def __init__(self, config: config_lib.PipelineConfig, since_id: int):
+    # pylint: disable-next=g-import-not-at-top
+    from ml_metadata.proto import metadata_store_pb2
+    self._pb2 = metadata_store_pb2
+    self._store = _store(config)
+    self._pipeline = config.pipeline_name
+    self._since_id = since_id
+
+  def execution(self, node_id: str):
+    """The node's execution in this run, or None."""
+    context = self._store.get_context_by_type_and_name("node", f"{self._pipeline}.{node_id}")
+    if context is None:
+      return None
+    executions = [e for e in self._store.get_executions_by_context(context.id)
+                  if e.id > self._since_id]
+    return max(executions, key=lambda e: e.id) if executions else None
+
+  def state(self, node_id: str) -> Optional[str]:
+    execution = self.execution(node_id)
+    if execution is None:
+      return None
+    return self._pb2.Execution.State.Name(execution.last_known_state)
+
+  def artifacts(self, node_id: str, key: str, event_type: str = "OUTPUT") -> List[Any]:
+    """The MLMD artifacts of the node's execution under input or output `key`."""
+    execution = self.execution(node_id)
+    if execution is None:
+      return []
+    wanted = getattr(self._pb2.Event, event_type)
+    ids = [event.artifact_id for event in self._store.get_events_by_execution_ids([execution.id])
+           if event.type == wanted and event.path.steps and event.path.steps[0].key == key]
+    return self._store.get_artifacts_by_id(ids)
+
+
+def _property(artifact, name: str) -> Any:
+  value = artifact.custom_properties.get(name)
+  if value is None:
+    return None
+  return value.WhichOneof("value") and getattr(value, value.WhichOneof("value"))
+
+
+def summarize(config: config_lib.PipelineConfig, since_id: int) -> Dict[str, Any]:
+  """The summary of the run whose executions came after `since_id`, with its outcome."""
+  record = RunRecord(config, since_id)
+  summary: Dict[str, Any] = {}
+  examples = record.artifacts(EXAMPLE_GEN_ID, "examples")
+  if examples:
+    summary["span"] = _property(examples[0], "span")
+  summary["trainer"] = record.state(DIFFUSION_TRAINER_ID)
+  model_runs = record.artifacts(DIFFUSION_TRAINER_ID, "model_run")
+  if model_runs:
+    path = os.path.join(model_runs[0].uri, "training_summary.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        training = json.load(f)
+      summary["start"] = training.get("start")
+      summary["start_reason"] = training.get("reason") or training.get("base_model")
+  evaluations = record.artifacts(EVALUATOR_ID, "evaluation")
+  if evaluations:
+    path = os.path.join(evaluations[0].uri, "metrics.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        metrics = json.load(f)
+      candidate = metrics["candidate"]
+      summary["metrics"] = {
+          "psnr": candidate["denoising"]["psnr"],
+          "class_agreement": candidate["class_agreement"]["overall"],
+          "frechet_ratio": candidate["frechet"].get("ratio")}
+      summary["blessed"] = metrics["blessing"]["blessed"]
+  pusher_state = record.state(PUSHER_ID)
+  pushed = record.artifacts(PUSHER_ID, "pushed_model")
+  if pusher_state == "CACHED":
+    summary.update(outcome="nothing_new", reason="every component came from the cache")
+  elif pusher_state == "COMPLETE" and pushed and _property(pushed[0], "pushed") == 1:
+    summary.update(outcome="pushed", pushed_version=_property(pushed[0], "pushed_version"),
+                   pushed_model=_property(pushed[0], "pushed_destination"))
+  elif pusher_state == "COMPLETE" and pushed and _property(pushed[0], "push_skipped"):
+    summary.update(outcome="nothing_new", reason=_property(pushed[0], "push_skipped"))
+  elif pusher_state == "COMPLETE":
+    summary.update(outcome="not_blessed", reason="the Evaluator did not bless the model; see "
+                                                 "its report")
+  else:
+    summary.update(outcome="failed", error=f"the Pusher did not run (state {pusher_state})")
+  return summary
+
+
+def build_parser():
+  parser = run_lib.build_parser(
+      prog="python -m pipeline.retrain",
+      description="Retrain on the latest data under a lock; print one JSON summary line; exit "
+                  "with a code a scheduler can act on (see the module docstring).")
+  return parser
+
+
+class Locked(RuntimeError):
+  """Another process holds the pipeline root's lock."""
+
+
+@contextlib.contextmanager
+def pipeline_root_lock(pipeline_root: str) -> Iterator[None]:
+  """Holds the pipeline root's lock, or raises Locked at once naming its holder."""
+  os.makedirs(pipeline_root, exist_ok=True)
+  owner_path = os.path.join(pipeline_root, LOCK_OWNER_FILE)
+  lock = filelock.FileLock(os.path.join(pipeline_root, LOCK_FILE), timeout=0)
+  try:
+    lock.acquire()
+  except filelock.Timeout:
+    owner = "another process"
+    if os.path.exists(owner_path):
+      with open(owner_path) as f:
+        owner = f.read().strip() or owner
+    raise Locked(f"another retrain ({owner}) is running on {pipeline_root}") from None
+  try:
+    with open(owner_path, "w") as f:
+      f.write(f"pid {os.getpid()}")
+    yield
+  finally:
+    if os.path.exists(owner_path):
+      os.remove(owner_path)
+    lock.release()
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  config = run_lib.config_from_args(args)
+  try:
+    with pipeline_root_lock(config.pipeline_root):
+      since_id = _last_execution_id(config)
+      try:
+        run_lib.run_pipeline(config, args.runner, args.verbose)
+        summary = summarize(config, since_id)
+      except Exception as error:  # pylint: disable=broad-except
+        summary = summarize(config, since_id)
+        summary.update(outcome="failed", error=f"{type(error).__name__}: {error}")
+  except Locked as error:
+    print(f"[retrain] {error}; nothing ran", file=sys.stderr)
+    summary = {"outcome": "locked", "error": str(error)}
+  summary["profile"] = config.profile
+  print(json.dumps(summary, default=str), flush=True)
+  return EXIT_CODES[summary["outcome"]]
+
+
+if __name__ == "__main__":
+  sys.exit(main())
