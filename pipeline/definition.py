@@ -1,7 +1,9 @@
 """create_pipeline(config): the whole TFX pipeline as a pure function of one PipelineConfig.
 
-  MnistExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
-  -> Transform -> Trainer "diffusion_trainer" + Trainer "classifier_trainer"
+  MnistExampleGen (a span) -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
+                                           -> DriftGate (vs the previous span's statistics)
+  -> Transform (the last window_spans spans) -> Trainer "diffusion_trainer"
+                                             + Trainer "classifier_trainer"
   -> DiffusionEvaluator (baseline: latest blessed model) -> Pusher -> <serving_dir>/<version>/
 The latest blessed model is also the diffusion Trainer's base model (warm start).
 """
@@ -14,9 +16,12 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.atomic_pusher.component import AtomicPusher
 from components.diffusion_evaluator import DiffusionEvaluator
+from components.drift_gate.component import DriftGate
+from components.drift_gate.component import LatestStatisticsPerSpanStrategy
 from components.mnist_example_gen.component import MnistExampleGen
 from core.config import PipelineConfig
 from pipeline import resolvers
+from pipeline import windows
 from trainer_module import train as train_lib
 
 PREPROCESSING_FN = "trainer_module.transform.preprocessing_fn"
@@ -27,6 +32,7 @@ CLASSIFIER_RUN_FN = "trainer_module.classifier.run_fn"
 DIFFUSION_TRAINER_ID = "diffusion_trainer"
 CLASSIFIER_TRAINER_ID = "classifier_trainer"
 RESOLVER_ID = "latest_blessed_model_resolver"
+SPAN_STATISTICS_RESOLVER_ID = "span_statistics_resolver"
 PUSHER_ID = "Pusher"
 
 
@@ -35,6 +41,7 @@ def create_pipeline(config: PipelineConfig,
   """Builds the pipeline; has no side effects (nothing is read or written until a runner runs it)."""
   example_gen = MnistExampleGen(
       data_dir=os.path.abspath(config.data.data_dir), source=config.data.source,
+      span=config.data.span,
       max_train_examples=config.data.max_train_examples,
       max_eval_examples=config.data.max_eval_examples)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -43,11 +50,26 @@ def create_pipeline(config: PipelineConfig,
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
   anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+  # The train statistics of every earlier span (newest of each): the drift gate's baselines.
+  span_statistics = tfx.dsl.Resolver(
+      strategy_class=LatestStatisticsPerSpanStrategy,
+      statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
+                                 producer_component_id=statistics_gen.id,
+                                 output_key="statistics"),
+      current=statistics_gen.outputs["statistics"],
+  ).with_id(SPAN_STATISTICS_RESOLVER_ID)
+  drift_gate = DriftGate(statistics=statistics_gen.outputs["statistics"],
+                         schema=schema_gen.outputs["schema"], drift_config=config.drift,
+                         baseline_statistics=span_statistics.outputs["statistics"])
 
+  # Training reads the last `window_spans` spans; statistics, validation and the Evaluator read
+  # the new span (whose eval part is the fixed MNIST test set).
   transform = tfx.components.Transform(
-      examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-      preprocessing_fn=PREPROCESSING_FN)
+      examples=windows.training_window_resolver(example_gen.outputs["examples"],
+                                                config.train.window_spans),
+      schema=schema_gen.outputs["schema"], preprocessing_fn=PREPROCESSING_FN)
   transform.add_upstream_node(anomaly_gate)
+  transform.add_upstream_node(drift_gate)
 
   pipeline_root = os.path.abspath(config.pipeline_root)
 
@@ -101,7 +123,7 @@ def create_pipeline(config: PipelineConfig,
       pipeline_name=config.pipeline_name,
       pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  transform, diffusion_trainer, classifier_trainer, model_resolver, evaluator,
+                  span_statistics, drift_gate, transform, diffusion_trainer, classifier_trainer, model_resolver, evaluator,
                   pusher],
       enable_cache=config.enable_cache,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

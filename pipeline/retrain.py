@@ -38,6 +38,7 @@ DIFFUSION_TRAINER_ID = "diffusion_trainer"
 EVALUATOR_ID = "DiffusionEvaluator"
 PUSHER_ID = "Pusher"
 EXAMPLE_GEN_ID = "MnistExampleGen"
+TRANSFORM_ID = "Transform"
 
 
 def _store(config: config_lib.PipelineConfig):
@@ -107,6 +108,8 @@ def summarize(config: config_lib.PipelineConfig, since_id: int) -> Dict[str, Any
   examples = record.artifacts(EXAMPLE_GEN_ID, "examples")
   if examples:
     summary["span"] = _property(examples[0], "span")
+  window = record.artifacts(TRANSFORM_ID, "examples", "INPUT")
+  summary["window"] = sorted(_property(artifact, "span") for artifact in window)
   summary["trainer"] = record.state(DIFFUSION_TRAINER_ID)
   model_runs = record.artifacts(DIFFUSION_TRAINER_ID, "model_run")
   if model_runs:
@@ -181,14 +184,14 @@ def pipeline_root_lock(pipeline_root: str) -> Iterator[None]:
     lock.release()
 
 
-def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
-  config = run_lib.config_from_args(args)
+def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
+            verbose: bool = False) -> Dict[str, Any]:
+  """One locked run of the pipeline; returns its summary (`outcome` is a key of EXIT_CODES)."""
   try:
     with pipeline_root_lock(config.pipeline_root):
       since_id = _last_execution_id(config)
       try:
-        run_lib.run_pipeline(config, args.runner, args.verbose)
+        run_lib.run_pipeline(config, runner_name, verbose)
         summary = summarize(config, since_id)
       except Exception as error:  # pylint: disable=broad-except
         summary = summarize(config, since_id)
@@ -197,6 +200,12 @@ def main(argv=None) -> int:
     print(f"[retrain] {error}; nothing ran", file=sys.stderr)
     summary = {"outcome": "locked", "error": str(error)}
   summary["profile"] = config.profile
+  return summary
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  summary = retrain(run_lib.config_from_args(args), args.runner, args.verbose)
   print(json.dumps(summary, default=str), flush=True)
   return EXIT_CODES[summary["outcome"]]
 

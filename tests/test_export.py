@@ -204,6 +204,7 @@ def subprocesses(exported, tmp_path_factory):
   return types.SimpleNamespace(outdir=workdir / "cli_out", **results)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_and_serves_in_fresh_process_without_project(subprocesses):
   result = subprocesses.fresh
   assert result.returncode == 0, result.stderr[-3000:]
@@ -248,6 +249,7 @@ def test_saved_model_graph_has_no_python_function_ops(exported):
   assert not ops & _PY_FUNC_OPS
 
 
+@pytest.mark.slow
 def test_a_bfloat16_export_serves_in_fresh_process_without_project(tmp_path):
   export_dir = str(tmp_path / "sampler")
   export.export_sampler(tiny_models.seeded_tiny_unet(seed=0), tiny_models.TINY_DIFFUSION,

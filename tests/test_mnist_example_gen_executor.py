@@ -46,10 +46,10 @@ def _mnist_dir(tmp_path):
   return str(directory), splits
 
 
-def _exec_properties(input_base, custom_config, source="idx"):
+def _exec_properties(input_base, custom_config, source="idx", patterns=None):
   input_config = example_gen_pb2.Input(splits=[
       example_gen_pb2.Input.Split(name=name, pattern=pattern)
-      for name, pattern in executor.INPUT_PATTERNS[source].items()
+      for name, pattern in (patterns or executor.INPUT_PATTERNS[source]).items()
   ])
   return {
       standard_component_specs.INPUT_BASE_KEY: input_base,
@@ -167,3 +167,41 @@ def test_to_example():
   features = example.features.feature
   assert list(features[config.IMAGE_KEY].int64_list.value) == image.reshape(-1).tolist()
   assert list(features[config.LABEL_KEY].int64_list.value) == [7]
+
+
+def _span_properties(root, span):
+  """Exec properties as TFX's driver leaves them for span `span`: {SPAN} filled in."""
+  patterns = {split: pattern.replace("{SPAN}", str(span))
+              for split, pattern in executor.input_patterns("idx", spans=True).items()}
+  return _exec_properties(root, executor.Options(), patterns=patterns)
+
+
+def test_input_patterns():
+  assert executor.input_patterns("idx") == {"train": "train-*", "eval": "t10k-*"}
+  assert executor.input_patterns("idx", spans=True) == {"train": "span-{SPAN}/train-*",
+                                                        "eval": "span-{SPAN}/t10k-*"}
+  assert executor.input_patterns("tfds") == executor.INPUT_PATTERNS["tfds"]
+  with pytest.raises(ValueError, match="spans apply to source 'idx' only"):
+    executor.input_patterns("tfds", spans=True)
+
+
+def test_do_reads_the_resolved_span(tmp_path, mnist_dir):
+  input_base, splits = mnist_dir
+  root = tmp_path / "root"
+  root.mkdir()
+  os.rename(input_base, str(root / "span-2"))
+  _, records = _run(tmp_path, _span_properties(str(root), 2))
+  assert sorted(records["train"]) == _expected(*splits["train"])
+  assert sorted(records["eval"]) == _expected(*splits["t10k"])
+
+
+def test_do_rejects_checksum_mismatch_in_a_span(tmp_path, mnist_dir):
+  input_base, splits = mnist_dir
+  root = tmp_path / "root"
+  root.mkdir()
+  os.rename(input_base, str(root / "span-4"))
+  images, _ = splits["train"]
+  idx.write_idx(str(root / "span-4" / "train-images-idx3-ubyte.gz"), 255 - images)
+  with pytest.raises(Exception, match=r"span-4/train-images-idx3-ubyte\.gz: SHA-256 \w+ does not "
+                                      r"match SHA256SUMS"):
+    _run(tmp_path, _span_properties(str(root), 4))

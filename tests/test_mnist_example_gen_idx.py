@@ -194,3 +194,72 @@ def test_embedded_mnist_images_header():
   assert header[:4] == b"\x00\x00\x08\x03"
   images, labels = idx.load_split(config.EMBEDDED_MNIST_DIR, "t10k", max_examples=3)
   assert images.shape == (3, 28, 28) and labels.tolist() == [7, 2, 1]
+
+
+def test_write_split_and_checksums_round_trip(tmp_path):
+  directory = str(tmp_path)
+  images, labels = _random_split(5)
+  names = idx.write_split(directory, "train", images, labels)
+  assert names == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+  sums_path = idx.write_checksums(directory, names)
+  assert sums_path == os.path.join(directory, idx.CHECKSUMS_FILENAME)
+  assert idx.verify_checksums(directory) == names
+  got_images, got_labels = idx.load_split(directory, "train")
+  np.testing.assert_array_equal(got_images, images)
+  np.testing.assert_array_equal(got_labels, labels)
+  with pytest.raises(ValueError, match="5 images but 4 labels"):
+    idx.write_split(directory, "t10k", images, labels[:4])
+
+
+def test_write_idx_gzip_bytes_depend_only_on_the_array(tmp_path):
+  array = np.arange(100, dtype=np.uint8)
+  first, second = str(tmp_path / "a.gz"), str(tmp_path / "b.gz")
+  idx.write_idx(first, array)
+  os.utime(first, (0, 0))
+  idx.write_idx(second, array)
+  assert idx.sha256_of(first) == idx.sha256_of(second)
+
+
+def _write_span(root, span, prefixes=idx.SPLIT_PREFIXES):
+  directory = os.path.join(root, f"span-{span}")
+  os.makedirs(directory)
+  names = []
+  for prefix in prefixes:
+    names += idx.write_split(directory, prefix, *_random_split(2, seed=span))
+  idx.write_checksums(directory, names)
+  return directory
+
+
+def test_list_spans_reads_only_span_folders(tmp_path):
+  root = str(tmp_path)
+  assert idx.list_spans(root) == {} and idx.list_spans(str(tmp_path / "absent")) == {}
+  for span in (10, 2, 0):
+    _write_span(root, span)
+  os.makedirs(os.path.join(root, ".span-11.partial"))
+  os.makedirs(os.path.join(root, "span-x"))
+  os.makedirs(os.path.join(root, "span-07"))  # TFX would look for span-7
+  (tmp_path / "span-12").write_text("a file, not a span")
+  assert idx.list_spans(root) == {s: os.path.join(root, f"span-{s}") for s in (0, 2, 10)}
+
+
+def test_check_span(tmp_path):
+  root = str(tmp_path)
+  for span in (1, 2):
+    _write_span(root, span)
+  _write_span(root, 3, prefixes=["train"])  # still arriving: no test set yet
+  assert idx.check_span(root, 2) == 2
+  assert idx.check_span(root) == 2  # the latest complete span
+  with pytest.raises(FileNotFoundError, match=r"Span 3 in .* is incomplete: missing "
+                                              r"t10k-images-idx3-ubyte\[.gz\], "
+                                              r"t10k-labels-idx1-ubyte\[.gz\]$"):
+    idx.check_span(root, 3)
+  with pytest.raises(FileNotFoundError, match=r"Span 4 not found: .* \(spans in .*: \[1, 2, 3\]\)"):
+    idx.check_span(root, 4)
+  # A file its SHA256SUMS lists and which is absent makes a span incomplete too.
+  with open(os.path.join(root, "span-2", idx.CHECKSUMS_FILENAME), "a", encoding="utf-8") as f:
+    f.write(f"{'0' * 64}  extra.bin\n")
+  assert idx.missing_span_files(root, 2) == ["extra.bin"]
+  assert idx.check_span(root) == 1
+  assert idx.missing_span_files(root, 9) is None
+  with pytest.raises(FileNotFoundError, match=r"No complete span in .*/absent$"):
+    idx.check_span(str(tmp_path / "absent"))

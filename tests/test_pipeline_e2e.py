@@ -23,7 +23,7 @@ from pipeline import run as run_lib
 pytestmark = pytest.mark.slow
 
 UPSTREAM_NODES = ("MnistExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-                  "AnomalyGate", "Transform", definition.DIFFUSION_TRAINER_ID,
+                  "AnomalyGate", "DriftGate", "Transform", definition.DIFFUSION_TRAINER_ID,
                   definition.CLASSIFIER_TRAINER_ID)
 ALL_NODES = UPSTREAM_NODES + ("DiffusionEvaluator", "Pusher")
 

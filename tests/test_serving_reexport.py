@@ -59,6 +59,7 @@ def test_reexport_writes_the_next_version_with_only_the_requested_changes(reexpo
   assert tf.make_ndarray(request.inputs["guidance_scale"]) == pytest.approx(2.5)
 
 
+@pytest.mark.slow
 def test_a_reexport_keeps_the_recorded_network_calls(smoke_export_dir, tmp_path):
   serving_dir = str(tmp_path / "serving_model")
   shutil.copytree(smoke_export_dir, os.path.join(serving_dir, "1"))
@@ -83,6 +84,7 @@ def test_the_new_version_samples_with_the_new_sampler(reexported):
   assert np.abs(dpmpp - ddim).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_a_bfloat16_version_keeps_the_weights_and_samples_close_to_float32(smoke_export_dir,
                                                                            tmp_path):
   serving_dir = str(tmp_path / "serving_model")

@@ -32,6 +32,8 @@ INPUT_PATTERNS = {
     "idx": {"train": "train-*", "eval": "t10k-*"},
     "tfds": {"train": "mnist/*/mnist-train.tfrecord*", "eval": "mnist/*/mnist-test.tfrecord*"},
 }
+# A data root of spans: the same patterns under `span-{SPAN}/`, which TFX's driver resolves.
+SPAN_PATTERN_DIR = idx.SPAN_DIR_PREFIX + "{SPAN}"
 # The MNIST part ('train' or 'test') a pattern reads, keyed by the pattern's file-name stem.
 _PART_BY_STEM = {"train": "train", "t10k": "test", "mnist-train": "train", "mnist-test": "test"}
 _IDX_PREFIX_BY_PART = {"train": "train", "test": "t10k"}
@@ -65,6 +67,18 @@ class Options:
       if isinstance(values.get(name), float) and values[name].is_integer():
         values[name] = int(values[name])
     return cls(**values)
+
+
+def input_patterns(source: str, spans: bool = False) -> Dict[str, str]:
+  """{split name: input pattern} of `source`; `spans`: "idx" files under `span-{SPAN}/`."""
+  if source not in SOURCES:
+    raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+  if not spans:
+    return dict(INPUT_PATTERNS[source])
+  if source != "idx":
+    raise ValueError(f"spans apply to source 'idx' only, got {source!r}")
+  return {split: f"{SPAN_PATTERN_DIR}/{pattern}"
+          for split, pattern in INPUT_PATTERNS[source].items()}
 
 
 def make_custom_config(options: Options) -> example_gen_pb2.CustomConfig:
