@@ -36,11 +36,23 @@ SPAN_STATISTICS_RESOLVER_ID = "span_statistics_resolver"
 PUSHER_ID = "Pusher"
 
 
+def _path(path: str) -> str:
+  """An absolute local path, or a URI (gs://...) as it is."""
+  return path if "://" in path else os.path.abspath(path)
+
+
 def create_pipeline(config: PipelineConfig,
-                    beam_pipeline_args: Optional[Sequence[str]] = None) -> tfx.dsl.Pipeline:
-  """Builds the pipeline; has no side effects (nothing is read or written until a runner runs it)."""
+                    beam_pipeline_args: Optional[Sequence[str]] = None,
+                    standard_resolvers_only: bool = False) -> tfx.dsl.Pipeline:
+  """Builds the pipeline; reads nothing but a listing of the data dir (spans or not).
+
+  `standard_resolvers_only`: for orchestrators that compile only TFX's built-in resolver
+  strategies (Kubeflow V2 / Vertex AI in TFX 1.16): no training window (Transform reads the new
+  span), no drift baseline (the drift gate passes), and the base model and baseline are TFX's
+  LatestBlessedModelStrategy (a rerun warm-starts again instead of coming from the cache).
+  """
   example_gen = MnistExampleGen(
-      data_dir=os.path.abspath(config.data.data_dir), source=config.data.source,
+      data_dir=_path(config.data.data_dir), source=config.data.source,
       span=config.data.span,
       max_train_examples=config.data.max_train_examples,
       max_eval_examples=config.data.max_eval_examples)
@@ -56,22 +68,27 @@ def create_pipeline(config: PipelineConfig,
       statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
                                  producer_component_id=statistics_gen.id,
                                  output_key="statistics"),
-      current=statistics_gen.outputs["statistics"],
+      # This run's span, from its Examples: a second input from StatisticsGen's own output would
+      # make TFX 1.16's input graph fail to resolve.
+      current=example_gen.outputs["examples"],
   ).with_id(SPAN_STATISTICS_RESOLVER_ID)
-  drift_gate = DriftGate(statistics=statistics_gen.outputs["statistics"],
-                         schema=schema_gen.outputs["schema"], drift_config=config.drift,
-                         baseline_statistics=span_statistics.outputs["statistics"])
+  drift_gate = DriftGate(
+      statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
+      drift_config=config.drift,
+      baseline_statistics=None if standard_resolvers_only else span_statistics.outputs["statistics"])
 
   # Training reads the last `window_spans` spans; statistics, validation and the Evaluator read
   # the new span (whose eval part is the fixed MNIST test set).
+  window = windows.training_window(example_gen, config.train.window_spans)
+  extended_resolvers = [span_statistics, window]
   transform = tfx.components.Transform(
-      examples=windows.training_window_resolver(example_gen.outputs["examples"],
-                                                config.train.window_spans),
+      examples=(example_gen.outputs["examples"] if standard_resolvers_only
+                else window.outputs["examples"]),
       schema=schema_gen.outputs["schema"], preprocessing_fn=PREPROCESSING_FN)
   transform.add_upstream_node(anomaly_gate)
   transform.add_upstream_node(drift_gate)
 
-  pipeline_root = os.path.abspath(config.pipeline_root)
+  pipeline_root = _path(config.pipeline_root)
 
   # The base model (resolvers.py): the diffusion Trainer's warm start and the Evaluator's
   # baseline. Only diffusion models are ever blessed, so the classifier's Models never resolve.
@@ -81,6 +98,12 @@ def create_pipeline(config: PipelineConfig,
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
       examples=transform.outputs["transformed_examples"],
   ).with_id(RESOLVER_ID)
+  if standard_resolvers_only:
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(RESOLVER_ID)
 
   def trainer(run_fn: str, num_steps: int, custom_config: dict,
               base_model=None) -> tfx.components.Trainer:
@@ -115,7 +138,7 @@ def create_pipeline(config: PipelineConfig,
   pusher = AtomicPusher(
       model=diffusion_trainer.outputs["model"],
       model_blessing=evaluator.outputs["blessing"],
-      serving_dir=os.path.abspath(config.serving_dir),
+      serving_dir=_path(config.serving_dir),
       keep_versions=config.serving.keep_versions,
   ).with_id(PUSHER_ID)
 
@@ -123,11 +146,11 @@ def create_pipeline(config: PipelineConfig,
       pipeline_name=config.pipeline_name,
       pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  span_statistics, drift_gate, transform, diffusion_trainer, classifier_trainer, model_resolver, evaluator,
+                  *([] if standard_resolvers_only else extended_resolvers), drift_gate, transform, diffusion_trainer, classifier_trainer, model_resolver, evaluator,
                   pusher],
       enable_cache=config.enable_cache,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-          os.path.abspath(config.metadata_sqlite)),
+          _path(config.metadata_sqlite)),
       beam_pipeline_args=list(beam_pipeline_args if beam_pipeline_args is not None
                               else config.beam_pipeline_args),
   )

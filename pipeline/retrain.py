@@ -3,9 +3,8 @@
   python -m pipeline.retrain [--profile cpu] [--data-dir ROOT] [--span N] [--cold-start]
                              [--force-bless REASON] [pipeline.run's other flags]
 
-The run takes a lock on its pipeline root, so two scheduled runs never share the metadata store;
-the lock is the kernel's (`filelock`), released when its process ends however it ends, so a
-killed run leaves nothing stale behind. The last line printed is a JSON summary: the span, the
+The run takes the pipeline root's lock (pipeline/lock.py), so two runs never share its metadata
+store, and a killed run leaves no stale lock behind. The last line printed is a JSON summary: the span, the
 training window, warm or cold start, the Evaluator's headline metrics, whether the model was
 blessed, and the pushed version or why none was.
 
@@ -18,21 +17,17 @@ Exit codes (EXIT_CODES):
   2                bad command line (argparse)
 """
 
-import contextlib
 import json
 import os
 import sys
-from typing import Any, Dict, Iterator, List, Optional
-
-import filelock
+from typing import Any, Dict, List, Optional
 
 from core import config as config_lib
+from pipeline import lock
 from pipeline import run as run_lib
 
-EXIT_CODES = {"pushed": 0, "failed": 1, "nothing_new": 3, "not_blessed": 4, "locked": 5}
-LOCK_FILE = ".retrain.lock"
-# Written beside the lock by its holder, so a refused run can say who holds it.
-LOCK_OWNER_FILE = ".retrain.lock.owner"
+EXIT_CODES = {"pushed": 0, "failed": 1, "nothing_new": 3, "not_blessed": 4,
+              "locked": run_lib.LOCKED_EXIT_CODE}
 
 DIFFUSION_TRAINER_ID = "diffusion_trainer"
 EVALUATOR_ID = "DiffusionEvaluator"
@@ -82,6 +77,26 @@ class RunRecord:
     if execution is None:
       return None
     return self._pb2.Execution.State.Name(execution.last_known_state)
+
+  def failures(self) -> Dict[str, str]:
+    """{node: the last line of its error} for this run's failed executions. TFX runs on past a
+    resolver node that failed, with its output empty, so these need looking for."""
+    failed = {}
+    for context in self._store.get_contexts_by_type("node"):
+      if not context.name.startswith(f"{self._pipeline}."):
+        continue
+      for execution in self._store.get_executions_by_context(context.id):
+        if (execution.id > self._since_id
+            and execution.last_known_state == self._pb2.Execution.FAILED):
+          result = execution.custom_properties.get("__execution_result__")
+          message = result.string_value if result is not None else ""
+          try:
+            message = json.loads(message).get("resultMessage", message)
+          except ValueError:
+            pass
+          lines = [line for line in message.strip().splitlines() if line.strip()]
+          failed[context.name.split(".", 1)[1]] = lines[-1] if lines else "failed"
+    return failed
 
   def artifacts(self, node_id: str, key: str, event_type: str = "OUTPUT") -> List[Any]:
     """The MLMD artifacts of the node's execution under input or output `key`."""
@@ -145,6 +160,10 @@ def summarize(config: config_lib.PipelineConfig, since_id: int) -> Dict[str, Any
                                                  "its report")
   else:
     summary.update(outcome="failed", error=f"the Pusher did not run (state {pusher_state})")
+  failures = record.failures()
+  if failures and summary["outcome"] != "failed":
+    summary.update(outcome="failed", error="; ".join(
+        f"{node} failed: {message}" for node, message in sorted(failures.items())))
   return summary
 
 
@@ -156,39 +175,11 @@ def build_parser():
   return parser
 
 
-class Locked(RuntimeError):
-  """Another process holds the pipeline root's lock."""
-
-
-@contextlib.contextmanager
-def pipeline_root_lock(pipeline_root: str) -> Iterator[None]:
-  """Holds the pipeline root's lock, or raises Locked at once naming its holder."""
-  os.makedirs(pipeline_root, exist_ok=True)
-  owner_path = os.path.join(pipeline_root, LOCK_OWNER_FILE)
-  lock = filelock.FileLock(os.path.join(pipeline_root, LOCK_FILE), timeout=0)
-  try:
-    lock.acquire()
-  except filelock.Timeout:
-    owner = "another process"
-    if os.path.exists(owner_path):
-      with open(owner_path) as f:
-        owner = f.read().strip() or owner
-    raise Locked(f"another retrain ({owner}) is running on {pipeline_root}") from None
-  try:
-    with open(owner_path, "w") as f:
-      f.write(f"pid {os.getpid()}")
-    yield
-  finally:
-    if os.path.exists(owner_path):
-      os.remove(owner_path)
-    lock.release()
-
-
 def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
             verbose: bool = False) -> Dict[str, Any]:
   """One locked run of the pipeline; returns its summary (`outcome` is a key of EXIT_CODES)."""
   try:
-    with pipeline_root_lock(config.pipeline_root):
+    with lock.pipeline_root_lock(config.pipeline_root):
       since_id = _last_execution_id(config)
       try:
         run_lib.run_pipeline(config, runner_name, verbose)
@@ -196,7 +187,7 @@ def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
       except Exception as error:  # pylint: disable=broad-except
         summary = summarize(config, since_id)
         summary.update(outcome="failed", error=f"{type(error).__name__}: {error}")
-  except Locked as error:
+  except lock.Locked as error:
     print(f"[retrain] {error}; nothing ran", file=sys.stderr)
     summary = {"outcome": "locked", "error": str(error)}
   summary["profile"] = config.profile

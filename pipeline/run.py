@@ -14,6 +14,7 @@ import sys
 import time
 from core import config as config_lib
 from core import serving_contract
+from pipeline import lock
 
 RUNNERS = ("local", "beam")
 
@@ -124,10 +125,19 @@ def run_pipeline(config: config_lib.PipelineConfig, runner_name: str = "local",
     print(f"  {node:32s} {seconds:7.1f} s{'  (cached)' if cached else ''}")
 
 
+# Exit code when another run holds the pipeline root (pipeline.retrain uses the same).
+LOCKED_EXIT_CODE = 5
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   config = config_from_args(args)
-  run_pipeline(config, args.runner, args.verbose)
+  try:
+    with lock.pipeline_root_lock(config.pipeline_root):
+      run_pipeline(config, args.runner, args.verbose)
+  except lock.Locked as error:
+    print(f"[pipeline] {error}; nothing ran", file=sys.stderr)
+    return LOCKED_EXIT_CODE
   outputs = find_outputs(config)
   if "pushed_model" in outputs:
     print(f"[pipeline] pushed model: {outputs['pushed_model']}")

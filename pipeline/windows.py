@@ -1,43 +1,62 @@
-"""The rolling training window: the latest version of each of the last K spans of Examples.
+"""The rolling training window: the newest Examples of each of the last K spans.
 
-TFX's canned resolver function `rolling_range` (ops LatestSpan + SkipIfLessThanNSpans) picks the
-artifacts of the K largest spans and, with keep_all_versions=False, keeps one per span: the
-largest `version`, ties (this project's spans have no version level) broken by the newest
-artifact, so a span read again after its files changed replaces its older Examples.
-
-It must see the Examples of earlier runs. An upstream node's output channel, as a consumer gets it
-from `example_gen.outputs["examples"]`, resolves only this pipeline run's artifacts in a
-synchronous pipeline, so the window reads a plain `Channel` of every Examples that node has
-produced. Such a channel adds no dependency: the consumer must run after ExampleGen (add
-`consumer.add_upstream_node(example_gen)` unless it already depends on it through another input).
+A Resolver node with its own strategy, not TFX's resolver function `rolling_range`: TFX 1.16's
+Airflow runner cannot run resolver functions, while resolver nodes run under every runner here
+(LocalDagRunner, BeamDagRunner, Airflow). The node reads every Examples its ExampleGen has
+produced (a plain channel naming the producer: an upstream output channel would resolve only this
+run's artifact) and runs after that ExampleGen, so it sees this run's span too.
 """
 
-from tfx.dsl.input_resolution import canned_resolver_functions
-from tfx.types import channel as channel_types
-from tfx.types import resolved_channel
+from typing import Dict, List, Optional
+
+import ml_metadata as mlmd
+from tfx import types
+from tfx import v1 as tfx
+from tfx.dsl.components.common import resolver
+
+EXAMPLES_KEY = "examples"
+WINDOW_SPANS_KEY = "window_spans"
+WINDOW_ID = "training_window"
 
 
-def training_window_resolver(examples: channel_types.BaseChannel,
-                             window_spans: int) -> resolved_channel.ResolvedChannel:
-  """Returns a channel of the latest version of each of the last `window_spans` spans.
+def _newest_per_span(artifacts: List[types.Artifact]) -> Dict[int, types.Artifact]:
+  """The newest artifact of each span (a span read again replaces its older Examples)."""
+  newest: Dict[int, types.Artifact] = {}
+  for artifact in artifacts:
+    known = newest.get(artifact.span)
+    age = (artifact.mlmd_artifact.create_time_since_epoch, artifact.id)
+    if known is None or age > (known.mlmd_artifact.create_time_since_epoch, known.id):
+      newest[artifact.span] = artifact
+  return newest
 
-  Args:
-    examples: ExampleGen's output channel (`example_gen.outputs["examples"]`), or any channel
-      naming the producer and output key of span-stamped Examples.
-    window_spans: K >= 1; while fewer spans exist, the window holds all of them.
 
-  Returns:
-    A channel for a consumer's `examples` input (Transform, Trainer, ...), spans in ascending
-    order; it resolves at the consumer's launch, so it is no node of the pipeline.
-  """
+class TrainingWindowStrategy(resolver.ResolverStrategy):
+  """Resolves each input channel to the newest artifact of each of its last `window_spans` spans,
+  in ascending span order (all spans while there are fewer)."""
+
+  def __init__(self, window_spans: int):
+    self._window_spans = window_spans
+
+  def resolve_artifacts(self, store: mlmd.MetadataStore,
+                        input_dict: Dict[str, List[types.Artifact]]
+                        ) -> Optional[Dict[str, List[types.Artifact]]]:
+    del store  # the candidates come in input_dict
+    result = {}
+    for key, artifacts in input_dict.items():
+      newest = _newest_per_span(artifacts)
+      result[key] = [newest[span] for span in sorted(newest)[-self._window_spans:]]
+    return result
+
+
+def training_window(example_gen, window_spans: int) -> tfx.dsl.Resolver:
+  """The window's Resolver node; its `outputs["examples"]` feeds Transform (or any consumer)."""
   if isinstance(window_spans, bool) or not isinstance(window_spans, int) or window_spans < 1:
     raise ValueError(f"window_spans must be an int >= 1, got {window_spans!r}")
-  producer = getattr(examples, "producer_component_id", None)
-  output_key = getattr(examples, "output_key", None)
-  if not producer or not output_key:
-    raise ValueError("examples must name its producer and output key, as "
-                     "example_gen.outputs['examples'] does")
-  every_run = channel_types.Channel(type=examples.type, producer_component_id=producer,
-                                    output_key=output_key)
-  return canned_resolver_functions.rolling_range(
-      every_run, num_spans=window_spans, min_spans=1, keep_all_versions=False)
+  window = tfx.dsl.Resolver(
+      strategy_class=TrainingWindowStrategy,
+      config={WINDOW_SPANS_KEY: window_spans},
+      examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                               producer_component_id=example_gen.id, output_key=EXAMPLES_KEY),
+  ).with_id(WINDOW_ID)
+  window.add_upstream_node(example_gen)
+  return window

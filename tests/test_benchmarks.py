@@ -22,6 +22,7 @@ from benchmarks import quality
 from benchmarks import serving_concurrency
 from benchmarks import serving_latency
 from benchmarks import train_throughput
+from benchmarks import warm_start
 from core import config as config_lib
 from core import serving_contract
 from core.config import NULL_LABEL
@@ -89,7 +90,8 @@ def test_reexported_without_changes_measures_the_model_as_given(tmp_path):
     assert (model_dir, named) == (str(tmp_path), None)
 
 
-@pytest.mark.parametrize("tool", [quality, serving_latency, serving_concurrency, train_throughput])
+@pytest.mark.parametrize("tool", [quality, serving_latency, serving_concurrency, train_throughput,
+                                  warm_start])
 def test_every_tool_takes_the_common_results_dir_flag(tool, capsys):
   with pytest.raises(SystemExit) as exit_info:
     tool.main(["--help"])

@@ -1,5 +1,5 @@
-"""pipeline.retrain's lock: a second run on one pipeline root is refused at once with its own
-exit code; the lock of a killed run is free again."""
+"""The pipeline root's lock: a second run (pipeline.retrain or pipeline.run) on one pipeline root
+is refused at once with its own exit code; the lock of a killed run is free again."""
 
 import json
 import os
@@ -10,12 +10,14 @@ import textwrap
 
 import pytest
 
+from pipeline import lock
 from pipeline import retrain
+from pipeline import run as run_lib
 
 _HOLD = textwrap.dedent("""
     import sys, time
-    from pipeline import retrain
-    with retrain.pipeline_root_lock(sys.argv[1]):
+    from pipeline import lock
+    with lock.pipeline_root_lock(sys.argv[1]):
       print("held", flush=True)
       time.sleep(120)
 """)
@@ -46,10 +48,18 @@ def test_a_second_retrain_on_a_locked_root_exits_at_once_with_the_lock_code(hold
 
 def test_the_lock_of_a_killed_run_is_free_again(holder):
   root, process = holder
-  with pytest.raises(retrain.Locked):
-    with retrain.pipeline_root_lock(root):
+  with pytest.raises(lock.Locked):
+    with lock.pipeline_root_lock(root):
       pass
   process.send_signal(signal.SIGKILL)
   process.wait()
-  with retrain.pipeline_root_lock(root):  # no stale lock to clear by hand
-    assert os.path.exists(os.path.join(root, retrain.LOCK_FILE))
+  with lock.pipeline_root_lock(root):  # no stale lock to clear by hand
+    assert os.path.exists(os.path.join(root, lock.LOCK_FILE))
+
+
+def test_pipeline_run_is_refused_on_a_locked_root_too(holder, capsys):
+  root, _ = holder
+  code = run_lib.main(["--profile", "smoke", "--pipeline-root", root,
+                       "--serving-dir", root + "_serving"])
+  assert code == run_lib.LOCKED_EXIT_CODE
+  assert "is using" in capsys.readouterr().err

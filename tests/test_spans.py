@@ -19,8 +19,6 @@ from tests.support import spans as span_support
 from tfx.orchestration import metadata  # pylint: disable=g-bad-import-order
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.orchestration.local import local_dag_runner
-from tfx.types import channel as channel_types
-from tfx.types import standard_artifacts
 
 NUM_TRAIN = 60000
 NUM_TEST = 10000
@@ -118,25 +116,22 @@ def test_add_checks_the_source_checksums(tmp_path, capsys):
   assert idx.list_spans(root) == {}
 
 
-def test_window_must_be_positive_and_needs_a_producer():
-  channel = channel_types.Channel(type=standard_artifacts.Examples)
-  with pytest.raises(ValueError, match="window_spans must be an int >= 1"):
-    windows.training_window_resolver(channel, 0)
-  with pytest.raises(ValueError, match="producer"):
-    windows.training_window_resolver(channel, 2)
+def test_window_must_be_positive():
+  example_gen = MnistExampleGen(data_dir=config.EMBEDDED_MNIST_DIR)
+  for bad in (0, -1, True, 2.0):
+    with pytest.raises(ValueError, match="window_spans must be an int >= 1"):
+      windows.training_window(example_gen, bad)
 
 
 def _run_window_pipeline(root, data_root, window_spans, span=None):
   """ExampleGen on `data_root` and a probe of the training window; returns the metadata path."""
   example_gen = MnistExampleGen(data_dir=data_root, span=span)
-  probe = span_support.ExamplesProbe(
-      examples=windows.training_window_resolver(example_gen.outputs["examples"], window_spans)
-  ).with_id("probe")
-  probe.add_upstream_node(example_gen)
+  window = windows.training_window(example_gen, window_spans)
+  probe = span_support.ExamplesProbe(examples=window.outputs["examples"]).with_id("probe")
   metadata_path = os.path.join(root, "metadata.sqlite")
   local_dag_runner.LocalDagRunner().run(tfx_pipeline.Pipeline(
       pipeline_name="window-test", pipeline_root=os.path.join(root, "pipeline_root"),
-      components=[example_gen, probe], enable_cache=True,
+      components=[example_gen, window, probe], enable_cache=True,
       metadata_connection_config=metadata.sqlite_metadata_connection_config(metadata_path),
       beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"]))
   return metadata_path

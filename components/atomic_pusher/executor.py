@@ -125,6 +125,12 @@ class Executor(tfx_pusher_executor.Executor):
     if destination.WhichOneof("destination") != "filesystem":
       raise NotImplementedError("AtomicPusher pushes to a filesystem destination only")
     serving_dir = destination.filesystem.base_directory
+    if "://" in serving_dir:
+      # A rename is atomic on a local (or mounted) filesystem only: elsewhere, TFX's own push.
+      logging.warning("AtomicPusher: %s is not a local path; pushing with TFX's Pusher",
+                      serving_dir)
+      super().Do(input_dict, output_dict, exec_properties)
+      return
     custom_config = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
                                or "{}")
     keep_versions = int(custom_config.get(KEEP_VERSIONS_KEY, 3))

@@ -84,7 +84,8 @@ CURRENT_KEY = "current"
 class LatestStatisticsPerSpanStrategy(resolver.ResolverStrategy):
   """Resolves the newest artifact of every span in each input channel, sorted by span.
 
-  With a `current` input (this run's statistics), only spans below the current one are kept:
+  With a `current` input (any artifacts of this run that carry its span, e.g. its Examples), only
+  spans below the current one are kept:
   the candidates then do not depend on whether this run's own statistics were already recorded,
   so a rerun gives the DriftGate the inputs it had and the cache answers it. Never returns None:
   with no artifact yet, a channel resolves empty, which the DriftGate's optional baseline accepts
@@ -96,7 +97,9 @@ class LatestStatisticsPerSpanStrategy(resolver.ResolverStrategy):
   ) -> Optional[Dict[str, List[types.Artifact]]]:
     del store  # the candidates come in input_dict
     current = input_dict.get(CURRENT_KEY, [])
-    below = min((artifact.span for artifact in current), default=None)
+    # The largest: under LocalDagRunner `current` is this run's artifact alone; TFX's Airflow
+    # drivers resolve it to those of every run, whose largest span is this one's on a schedule.
+    below = max((artifact.span for artifact in current), default=None)
     result = {CURRENT_KEY: current} if CURRENT_KEY in input_dict else {}
     for key, artifacts in input_dict.items():
       if key == CURRENT_KEY:
