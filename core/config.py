@@ -72,6 +72,9 @@ class DataConfig(_JsonMixin):
   source: str = "idx"  # "idx": MNIST idx(.gz) files in data_dir; "tfds": tensorflow_datasets mnist.
   data_dir: str = EMBEDDED_MNIST_DIR
   span: Optional[int] = None  # the span a run processes; None = the latest complete one
+  # The span whose eval part the Evaluator scores on, read by its own ExampleGen; None = the
+  # processed span's (the MNIST test set in spans made by pipeline.spans, so runs compare).
+  eval_span: Optional[int] = None
   # Keep only the first N examples of each split (None = all). The smoke profile reads a slice.
   max_train_examples: Optional[int] = None
   max_eval_examples: Optional[int] = None

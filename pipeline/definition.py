@@ -34,6 +34,7 @@ CLASSIFIER_TRAINER_ID = "classifier_trainer"
 RESOLVER_ID = "latest_blessed_model_resolver"
 SPAN_STATISTICS_RESOLVER_ID = "span_statistics_resolver"
 PUSHER_ID = "Pusher"
+EVAL_EXAMPLE_GEN_ID = "eval_example_gen"
 
 
 def _path(path: str) -> str:
@@ -129,8 +130,14 @@ def create_pipeline(config: PipelineConfig,
       train_lib.trainer_custom_config(config, train_lib.CLASSIFIER_TRAINER_FIELDS),
   ).with_id(CLASSIFIER_TRAINER_ID)
 
+  eval_example_gen = None
+  if config.data.eval_span is not None:
+    eval_example_gen = MnistExampleGen(
+        data_dir=_path(config.data.data_dir), source=config.data.source,
+        span=config.data.eval_span, max_train_examples=config.data.max_train_examples,
+        max_eval_examples=config.data.max_eval_examples).with_id(EVAL_EXAMPLE_GEN_ID)
   evaluator = DiffusionEvaluator(
-      examples=example_gen.outputs["examples"],
+      examples=(eval_example_gen or example_gen).outputs["examples"],
       model=diffusion_trainer.outputs["model"],
       classifier_model=classifier_trainer.outputs["model"],
       baseline_model=model_resolver.outputs["model"],
@@ -145,8 +152,10 @@ def create_pipeline(config: PipelineConfig,
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=pipeline_root,
-      components=[example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  *([] if standard_resolvers_only else extended_resolvers), drift_gate, transform, diffusion_trainer, classifier_trainer, model_resolver, evaluator,
+      components=[example_gen, *([eval_example_gen] if eval_example_gen else []),
+                  statistics_gen, schema_gen, example_validator, anomaly_gate,
+                  *([] if standard_resolvers_only else extended_resolvers), drift_gate,
+                  transform, diffusion_trainer, classifier_trainer, model_resolver, evaluator,
                   pusher],
       enable_cache=config.enable_cache,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

@@ -185,7 +185,9 @@ def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
         run_lib.run_pipeline(config, runner_name, verbose)
         summary = summarize(config, since_id)
       except Exception as error:  # pylint: disable=broad-except
-        summary = summarize(config, since_id)
+        # A run that failed before ML Metadata was written has nothing more to say.
+        summary = (summarize(config, since_id) if os.path.exists(config.metadata_sqlite)
+                   else {})
         summary.update(outcome="failed", error=f"{type(error).__name__}: {error}")
   except lock.Locked as error:
     print(f"[retrain] {error}; nothing ran", file=sys.stderr)

@@ -99,6 +99,7 @@ def test_every_tool_takes_the_common_results_dir_flag(tool, capsys):
   assert "--results-dir" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_python_loop_sampler_matches_exported_sampler(exported_dir):
   loaded = tf.saved_model.load(exported_dir)
   model, _ = export.load_unet(loaded)
@@ -375,6 +376,7 @@ def test_serving_concurrency_requests_follow_the_signatures():
     assert noisy.shape[1:] == (28, 28, 1) and 0.0 <= noisy.min() and noisy.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_serving_concurrency_answers_every_call_and_records_the_probes(exported_dir, tmp_path,
                                                                        capsys):
   result = serving_concurrency.main([

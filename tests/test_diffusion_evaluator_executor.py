@@ -120,6 +120,7 @@ def test_blessed_run_writes_all_outputs(tmp_path, fakes):
   assert "| judge on real eval images (1.000 overall) |" in markdown
 
 
+@pytest.mark.slow
 def test_tfma_denoising_writes_per_digit_slices_equal_to_the_numpy_numbers(tmp_path, fakes):
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
   config = EvalConfig.from_dict({**_CONFIG.to_dict(), "tfma_denoising": True})

@@ -17,6 +17,10 @@ from core import serving_contract
 from tests.support import tiny_models
 from trainer_module import export
 
+# Real exports of the tiny sampler, traced and called: the slow tier (the fast tier exports
+# once, in conftest's smoke_export_dir).
+pytestmark = pytest.mark.slow
+
 _SAMPLER = tiny_models.TINY_SAMPLER  # num_steps 3, max_steps 16, max_batch 4, chunks of 3 rows
 _PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc", "NumpyFunction"}
 
@@ -25,6 +29,7 @@ _FRESH_PROCESS_SCRIPT = """
 import json, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import tensorflow as tf
+
 loaded = tf.saved_model.load(sys.argv[1])
 samples = loaded.signatures["serving_default"](
     labels=tf.constant([1, 10]), guidance_scale=tf.constant(1.5), num_steps=tf.constant(2),
@@ -204,7 +209,6 @@ def subprocesses(exported, tmp_path_factory):
   return types.SimpleNamespace(outdir=workdir / "cli_out", **results)
 
 
-@pytest.mark.slow
 def test_saved_model_loads_and_serves_in_fresh_process_without_project(subprocesses):
   result = subprocesses.fresh
   assert result.returncode == 0, result.stderr[-3000:]
@@ -249,7 +253,6 @@ def test_saved_model_graph_has_no_python_function_ops(exported):
   assert not ops & _PY_FUNC_OPS
 
 
-@pytest.mark.slow
 def test_a_bfloat16_export_serves_in_fresh_process_without_project(tmp_path):
   export_dir = str(tmp_path / "sampler")
   export.export_sampler(tiny_models.seeded_tiny_unet(seed=0), tiny_models.TINY_DIFFUSION,

@@ -88,6 +88,7 @@ def _count_records(examples_uri, split):
   return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
 
 
+@pytest.mark.slow
 def test_pipeline_runs_then_hits_cache_then_sees_changed_data(tmp_path):
   data_dir = str(tmp_path / "mnist")
   os.makedirs(data_dir)
@@ -119,6 +120,7 @@ def _range_config(example_gen):
   return proto_utils.json_to_proto(text, range_config_pb2.RangeConfig()) if text else None
 
 
+@pytest.mark.slow
 def test_component_reads_a_data_root_of_spans(tmp_path):
   root = str(tmp_path / "root")
   span_support.tiny_spans(root, 2)
@@ -197,6 +199,7 @@ def test_driver_sets_span_properties_as_well_as_custom_properties():
   assert artifact.properties["version"].int_value == 2
 
 
+@pytest.mark.slow
 def test_legacy_launcher_path_sets_span_properties(tmp_path):
   # AirflowDagRunner's launcher prepares the output artifacts through this method.
   pipeline_info = data_types.PipelineInfo(pipeline_name="p", pipeline_root=str(tmp_path),
@@ -213,6 +216,7 @@ def test_legacy_launcher_path_sets_span_properties(tmp_path):
   assert examples.span == 3 and examples.get_int_custom_property("span") == 3
 
 
+@pytest.mark.slow
 def test_pipeline_records_span_and_fails_on_a_missing_span_before_reading(tmp_path):
   data_root = str(tmp_path / "root")
   span_support.tiny_spans(data_root, 2)

@@ -122,6 +122,7 @@ def test_orchestrator_lock_keeps_every_version_of_the_main_lock_but_the_relaxed_
   assert {"apache-airflow", "kfp"} <= set(orchestrators)
 
 
+@pytest.mark.slow
 def test_kubeflow_check_names_each_node_the_compiler_cannot_take():
   # pylint: disable=g-import-not-at-top
   from tfx import v1 as tfx

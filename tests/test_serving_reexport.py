@@ -40,6 +40,7 @@ def test_a_saved_model_that_records_no_sampler_settings_is_refused():
     serving_contract.recorded_sampler_config(NotOurExport(), "some/dir")
 
 
+@pytest.mark.slow
 def test_reexport_writes_the_next_version_with_only_the_requested_changes(reexported):
   assert serving_contract.numeric_versions(reexported) == [1, 2]
   assert serving_contract.resolve_model_dir(reexported) == os.path.join(reexported, "2")  # what TF Serving serves
@@ -73,6 +74,7 @@ def test_a_reexport_keeps_the_recorded_network_calls(smoke_export_dir, tmp_path)
                                          num_steps=2)
 
 
+@pytest.mark.slow
 def test_the_new_version_samples_with_the_new_sampler(reexported):
   def images(version):
     signature = tf.saved_model.load(os.path.join(reexported, version)).signatures["serving_default"]

@@ -137,6 +137,7 @@ def _run_window_pipeline(root, data_root, window_spans, span=None):
   return metadata_path
 
 
+@pytest.mark.slow
 def test_window_holds_the_last_k_spans_as_they_arrive(tmp_path):
   source = str(tmp_path / "source")
   span_support.tiny_spans(source, 3)

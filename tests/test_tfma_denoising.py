@@ -17,6 +17,9 @@ from components.diffusion_evaluator import tfma_denoising
 from components.diffusion_evaluator import tfma_metrics
 from tests.support import fake_models
 
+# TFMA's Beam pipeline on a real export: the slow tier.
+pytestmark = pytest.mark.slow
+
 SIGMA, SEED = 0.4, 0
 NUM_IMAGES = 30
 # Smaller than NUM_IMAGES and not a divisor of it: TFMA's batches differ from the numpy path's

@@ -231,6 +231,7 @@ def test_train_step_is_traced_once(runs):
   assert runs.second.train_step.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow
 def test_warm_start_continues_the_saved_state_for_warm_start_steps(runs, tmp_path):
   # The 6-step model, saved as run_fn saves it beside its export; a new run starts from it.
   serving_dir = str(tmp_path / "model" / "Format-Serving")
@@ -251,6 +252,7 @@ def test_warm_start_continues_the_saved_state_for_warm_start_steps(runs, tmp_pat
   assert _any_weight_differs(_weights(warm.model), _weights(runs.second.model))
 
 
+@pytest.mark.slow
 def test_warm_start_falls_back_to_a_cold_start_and_says_why(runs, tmp_path):
   config = tiny_models.tiny_pipeline_config(train_steps=6, warmup_steps=_WARMUP)
   assert train.warm_start(train.DiffusionTrainer(config), None) == {
