@@ -2,8 +2,9 @@
 
   python -m benchmarks.warm_start --profile cpu --work-dir runs/warm_start [--scale 0.25]
 
-MNIST's training images become 6 spans. A cold run on spans 1-5 gives the blessed model; span 6
-arrives; the same pipeline root then retrains on the window 2-6 twice: warm (from that model,
+MNIST's training images become 6 spans. Spans 1-4 are ingested (ExampleGen and StatisticsGen of
+the pipeline, one run per span, as earlier scheduled runs would have left them), a cold run on
+span 5 trains on the window 1-5 and gives the blessed model; span 6 arrives; the same pipeline root then retrains on the window 2-6 twice: warm (from that model,
 train.warm_start_steps) and cold (--cold-start, train.train_steps). Reported for both: the
 diffusion Trainer's wall time and the Evaluator's metrics (PSNR, class agreement, Frechet ratio).
 `--scale` multiplies both step counts (1 = the profile's own) to measure the same comparison in
@@ -47,6 +48,9 @@ def run(config: config_lib.PipelineConfig, work_dir: str) -> Dict[str, Any]:
       serving_dir=os.path.join(work_dir, "serving_model"))
   runs = {}
   started = time.time()
+  for span in range(1, NUM_SPANS - 1):
+    spanned = dataclasses.replace(config, data=dataclasses.replace(config.data, span=span))
+    runs[f"ingest_{span}"] = retrain.retrain(spanned, ingest_only=True)
   runs["cold_1_to_5"] = retrain.retrain(config)
   runs["cold_1_to_5"]["trainer_seconds"] = _trainer_seconds(config)
   last = os.path.join(held_back, f"span-{NUM_SPANS}")

@@ -42,6 +42,29 @@ def _path(path: str) -> str:
   return path if "://" in path else os.path.abspath(path)
 
 
+def ingestion_nodes(config: PipelineConfig):
+  """(ExampleGen, StatisticsGen) of the span `config.data.span` names: what a run leaves of a span
+  for later runs' training window and drift baseline."""
+  example_gen = MnistExampleGen(
+      data_dir=_path(config.data.data_dir), source=config.data.source,
+      span=config.data.span,
+      max_train_examples=config.data.max_train_examples,
+      max_eval_examples=config.data.max_eval_examples)
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  return example_gen, statistics_gen
+
+
+def ingestion_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+  """The pipeline's ingestion nodes alone, under its name and metadata: registers a span (a
+  backlog, say) without training on it."""
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name, pipeline_root=_path(config.pipeline_root),
+      components=list(ingestion_nodes(config)), enable_cache=config.enable_cache,
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          _path(config.metadata_sqlite)),
+      beam_pipeline_args=list(config.beam_pipeline_args))
+
+
 def create_pipeline(config: PipelineConfig,
                     beam_pipeline_args: Optional[Sequence[str]] = None,
                     standard_resolvers_only: bool = False) -> tfx.dsl.Pipeline:
@@ -52,12 +75,7 @@ def create_pipeline(config: PipelineConfig,
   span), no drift baseline (the drift gate passes), and the base model and baseline are TFX's
   LatestBlessedModelStrategy (a rerun warm-starts again instead of coming from the cache).
   """
-  example_gen = MnistExampleGen(
-      data_dir=_path(config.data.data_dir), source=config.data.source,
-      span=config.data.span,
-      max_train_examples=config.data.max_train_examples,
-      max_eval_examples=config.data.max_eval_examples)
-  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  example_gen, statistics_gen = ingestion_nodes(config)
   schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
                                         infer_feature_shape=True)
   example_validator = tfx.components.ExampleValidator(

@@ -54,9 +54,12 @@ class ProgressHandler(logging.Handler):
 
 
 def install() -> ProgressHandler:
-  """Attaches a ProgressHandler to the root logger (absl logs go through it)."""
+  """Attaches a ProgressHandler to the root logger (absl logs go through it), in place of one an
+  earlier run in this process attached (each line once, each run's own summary)."""
   handler = ProgressHandler()
   root = logging.getLogger()
+  for earlier in [h for h in root.handlers if isinstance(h, ProgressHandler)]:
+    root.removeHandler(earlier)
   root.addHandler(handler)
   if root.level > logging.INFO or root.level == logging.NOTSET:
     root.setLevel(logging.INFO)

@@ -8,8 +8,11 @@ store, and a killed run leaves no stale lock behind. The last line printed is a 
 training window, warm or cold start, the Evaluator's headline metrics, whether the model was
 blessed, and the pushed version or why none was.
 
+With --ingest-only (and --span N) it reads a span without training on it: a backlog of spans
+enters the training window this way.
+
 Exit codes (EXIT_CODES):
-  0  pushed        a new model version was pushed
+  0  pushed        a new model version was pushed (ingested: --ingest-only read the span)
   3  nothing_new   every component came from the cache, or the model is the one already served
   4  not_blessed   a model was trained and evaluated but not blessed; the served version stays
   5  locked        another retrain holds the lock on this pipeline root; nothing ran
@@ -26,7 +29,7 @@ from core import config as config_lib
 from pipeline import lock
 from pipeline import run as run_lib
 
-EXIT_CODES = {"pushed": 0, "failed": 1, "nothing_new": 3, "not_blessed": 4,
+EXIT_CODES = {"pushed": 0, "ingested": 0, "failed": 1, "nothing_new": 3, "not_blessed": 4,
               "locked": run_lib.LOCKED_EXIT_CODE}
 
 DIFFUSION_TRAINER_ID = "diffusion_trainer"
@@ -172,18 +175,28 @@ def build_parser():
       prog="python -m pipeline.retrain",
       description="Retrain on the latest data under a lock; print one JSON summary line; exit "
                   "with a code a scheduler can act on (see the module docstring).")
+  parser.add_argument("--ingest-only", action="store_true",
+                      help="only read the span (--span N) into the pipeline's metadata, so later "
+                           "runs' training window and drift gate include it; no training")
   return parser
 
 
 def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
-            verbose: bool = False) -> Dict[str, Any]:
-  """One locked run of the pipeline; returns its summary (`outcome` is a key of EXIT_CODES)."""
+            verbose: bool = False, ingest_only: bool = False) -> Dict[str, Any]:
+  """One locked run of the pipeline; returns its summary (`outcome` is a key of EXIT_CODES).
+  `ingest_only`: the span is read and its statistics computed, nothing trained."""
   try:
     with lock.pipeline_root_lock(config.pipeline_root):
       since_id = _last_execution_id(config)
       try:
-        run_lib.run_pipeline(config, runner_name, verbose)
-        summary = summarize(config, since_id)
+        run_lib.run_pipeline(config, runner_name, verbose, ingest_only)
+        if ingest_only:
+          record = RunRecord(config, since_id)
+          examples = record.artifacts(EXAMPLE_GEN_ID, "examples")
+          summary = {"outcome": "ingested",
+                     "span": _property(examples[0], "span") if examples else None}
+        else:
+          summary = summarize(config, since_id)
       except Exception as error:  # pylint: disable=broad-except
         # A run that failed before ML Metadata was written has nothing more to say.
         summary = (summarize(config, since_id) if os.path.exists(config.metadata_sqlite)
@@ -198,7 +211,7 @@ def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  summary = retrain(run_lib.config_from_args(args), args.runner, args.verbose)
+  summary = retrain(run_lib.config_from_args(args), args.runner, args.verbose, args.ingest_only)
   print(json.dumps(summary, default=str), flush=True)
   return EXIT_CODES[summary["outcome"]]
 

@@ -101,8 +101,9 @@ def find_outputs(config: config_lib.PipelineConfig) -> dict:
 
 
 def run_pipeline(config: config_lib.PipelineConfig, runner_name: str = "local",
-                 verbose: bool = False) -> None:
-  """Builds the pipeline from `config` and runs it, printing one line per component."""
+                 verbose: bool = False, ingest_only: bool = False) -> None:
+  """Builds the pipeline from `config` and runs it, printing one line per component.
+  `ingest_only`: only its ExampleGen and StatisticsGen (definition.ingestion_pipeline)."""
   handler = _configure_logging(verbose)
   # Imported here so --help stays fast: TFX takes tens of seconds to import.
   from pipeline import definition  # pylint: disable=g-import-not-at-top
@@ -119,7 +120,8 @@ def run_pipeline(config: config_lib.PipelineConfig, runner_name: str = "local",
     from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
     runner = beam_dag_runner.BeamDagRunner()
   started = time.time()
-  runner.run(definition.create_pipeline(config))
+  runner.run(definition.ingestion_pipeline(config) if ingest_only
+             else definition.create_pipeline(config))
   print(f"[pipeline] done in {time.time() - started:.0f} s", flush=True)
   for node, seconds, cached in handler.summary:
     print(f"  {node:32s} {seconds:7.1f} s{'  (cached)' if cached else ''}")

@@ -1,6 +1,7 @@
 """Scheduled retraining, for real: pipeline.retrain on the smoke profile over tiny spans that
 arrive one by one. One scenario, in order: span 1 cold, a rerun with nothing new, span 2 warm,
-a deliberately worse candidate, a drifted span 3, and a span that does not exist."""
+a deliberately worse candidate, a drifted span 3, a span that does not exist, and a backlog span
+read without training."""
 
 import dataclasses
 
@@ -67,6 +68,12 @@ def scenario(tmp_path_factory):
 
   missing = dataclasses.replace(config, data=dataclasses.replace(config.data, span=9))
   results["missing"] = retrain.retrain(missing)
+
+  # A backlog span read without training: it joins later runs' window.
+  _add_span(data_root, str(root / "span4"), train_start=192)
+  backlog = dataclasses.replace(config, data=dataclasses.replace(config.data, span=4))
+  results["ingested"] = retrain.retrain(backlog, ingest_only=True)
+  results["after_ingested"] = _serving_digest(config.serving_dir)
   return results
 
 
@@ -115,3 +122,10 @@ def test_a_span_that_does_not_exist_fails_with_its_name(scenario):
   missing = scenario["missing"]
   assert missing["outcome"] == "failed"
   assert "Span 9 not found" in missing["error"]
+
+
+def test_ingest_only_reads_a_span_and_trains_nothing(scenario):
+  ingested = scenario["ingested"]
+  assert ingested == {"outcome": "ingested", "span": 4, "profile": "smoke"}
+  assert retrain.EXIT_CODES["ingested"] == 0
+  assert scenario["after_ingested"] == scenario["after_drifted"]
