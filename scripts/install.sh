@@ -19,6 +19,6 @@ VENV_PYTHON="$PWD/.venv/bin/python"
 "${UV[@]}" pip sync --quiet --python "$VENV_PYTHON" requirements.lock
 "${UV[@]}" pip install --quiet --python "$VENV_PYTHON" --no-deps -e .
 # Fail here, not in the first import: the environment must hold the locked stack and this project
-# (imported first, as every entry point does: pipeline.keras_env). TensorFlow's start-up log is
+# (imported first, as every entry point does: core/environment.py). TensorFlow's start-up log is
 # not needed for that (a failed import still prints its traceback).
 TF_CPP_MIN_LOG_LEVEL=3 "$VENV_PYTHON" -c "import pipeline, tfx, tensorflow, tf_keras"

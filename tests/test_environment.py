@@ -7,7 +7,7 @@ import sys
 import pytest
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# What the variables and filters of keras_env act on, unset so the child starts without them.
+# What the variables and filters of core.environment act on, unset so the child starts without them.
 _UNSET = ("TF_USE_LEGACY_KERAS", "TF_ENABLE_ONEDNN_OPTS", "PYTHONWARNINGS")
 _PYTHON_VERSION_NOTICE = "which Google will stop supporting"
 

@@ -13,7 +13,7 @@ from components.mnist_example_gen import executor
 from components.mnist_example_gen import idx
 from tests.support import spans as span_support
 
-# TensorFlow after keras_env, which the imports above run.
+# TensorFlow after core.environment, which the imports above run.
 import tensorflow as tf  # pylint: disable=g-bad-import-order
 from ml_metadata.proto import metadata_store_pb2
 from tfx import types

@@ -11,7 +11,7 @@ from components.mnist_example_gen import executor
 from components.mnist_example_gen import idx
 from core import config
 
-# TensorFlow after keras_env, which the imports above run.
+# TensorFlow after core.environment, which the imports above run.
 import tensorflow as tf  # pylint: disable=g-bad-import-order
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
