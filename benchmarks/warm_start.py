@@ -68,6 +68,8 @@ def run(config: config_lib.PipelineConfig, work_dir: str) -> Dict[str, Any]:
                                             - cold_run["metrics"]["class_agreement"]),
       "psnr_db_difference": warm["metrics"]["psnr"] - cold_run["metrics"]["psnr"],
   }
+  # Paths as the command gave them (relative to where it ran), not this machine's.
+  runs = json.loads(json.dumps(runs, default=str).replace(os.getcwd() + os.sep, ""))
   return {"runs": runs, "warm_vs_cold": comparison, "wall_seconds": time.time() - started}
 
 
