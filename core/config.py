@@ -8,9 +8,11 @@ same dataclasses describe the pipeline, the Trainer's `run_fn`, the Evaluator an
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import os
-from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar
 
 T = TypeVar("T")
 
@@ -25,6 +27,16 @@ IMAGE_SIZE = 28
 # Feature names shared by ExampleGen, Transform, the trainers and the evaluator.
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
+
+# The values a choice field takes; the modules that act on them import these.
+SOURCES = ("idx", "tfds")
+PREDICTIONS = ("v", "eps")
+TRAINING_TIME_DISTRIBUTIONS = ("uniform", "lognormal")
+UPSAMPLE_MODES = ("nearest_conv", "bilinear")
+DECODER_SKIPS = ("every_layer", "res_blocks")
+SAMPLERS = ("ddim", "dpmpp_2m", "ancestral")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
 def _from_dict(cls: Type[T], data: Dict[str, Any]) -> T:
@@ -46,6 +58,9 @@ def _from_dict(cls: Type[T], data: Dict[str, Any]) -> T:
 
 
 class _JsonMixin:
+
+  def __post_init__(self):
+    _validate(self)
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -92,7 +107,7 @@ class UNetConfig(_JsonMixin):
   # Why res_blocks: docs/design.md#decoder-skips.
   decoder_skips: str = "res_blocks"
   attention_at_lowest: bool = True  # self-attention at 7x7 (49 tokens: cheap)
-  # On the way up: "nearest" + a 3x3 conv, or "bilinear" with no conv (the following residual
+  # On the way up: "nearest_conv" (nearest + a 3x3 conv), or "bilinear" with no conv (the following residual
   # block's convs do the mixing, and the costly 28x28 conv goes).
   upsample: str = "bilinear"
   embedding_dim: int = 128  # time + class embedding width
@@ -140,6 +155,14 @@ class TrainConfig(_JsonMixin):
   window_spans: int = 5
   warm_start: bool = True
   warm_start_steps: int = 1800
+  # tf.distribute strategy of the training loop: "none" (one device), "mirrored" (every local
+  # GPU, else every logical CPU) or "multi_worker" (MultiWorkerMirroredStrategy; the cluster
+  # comes from TF_CONFIG, as Vertex AI and Kubeflow set it). batch_size stays the global batch,
+  # split across replicas (docs/cluster.md).
+  distribution: str = "none"
+  # Fault injection for tests: the batch of this (1-based) step is replaced by NaN, so the
+  # divergence guard stops the run there. None in every real run.
+  poison_step: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,8 +220,9 @@ class EvalConfig(_JsonMixin):
   denoise_num_images: Optional[int] = None  # None = the whole eval split (10,000 on MNIST)
   denoise_curve_sigmas: Tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8)
   denoise_curve_num_images: int = 2000
-  # The same reference-protocol numbers computed by TFMA too, per digit slice, written to the
-  # evaluation artifact's tfma/ directory (on the same denoise_num_images images).
+  # The reference-protocol numbers (the blessing's) computed by TFMA's Beam pipeline on the
+  # component's beam_pipeline_args, overall and per digit slice, written to the evaluation
+  # artifact's tfma/ directory. False: computed in the executor's process, no slices.
   tfma_denoising: bool = True
   samples_per_class: int = 100
   grid_seeds: int = 8  # columns of the sample grid (one row per digit)
@@ -231,6 +255,167 @@ class DriftConfig(_JsonMixin):
 class ServingConfig(_JsonMixin):
   """The serving dir TF Serving watches."""
   keep_versions: int = 3  # pushed versions kept; older ones go once a new one is complete
+  # The servability gate's limit for loading the candidate and answering its requests in a fresh
+  # process (TFX InfraValidator's max_loading_time_seconds default); past it, not blessed.
+  servability_timeout_s: int = 300
+
+
+# Validation: every config object checks its fields when built, so a bad value is refused with
+# its name before anything runs. Each rule: (field, test, what the field must be).
+def _positive(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+      value) and value > 0
+
+
+def _whole(minimum: int) -> Callable[[Any], bool]:
+  return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+  return lambda value: value is None or test(value)
+
+
+def _fraction(value) -> bool:  # [0, 1)
+  return isinstance(value, (int, float)) and 0 <= value < 1
+
+
+def _non_negative(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+      value) and value >= 0
+
+
+def _one_of(choices) -> Tuple[Callable[[Any], bool], str]:
+  return (lambda value: value in choices), f"one of {list(choices)}"
+
+
+def _all(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+  return lambda values: isinstance(values, tuple) and len(values) > 0 and all(map(test, values))
+
+
+_WHOLE_0, _WHOLE_1 = (_whole(0), ">= 0 (a whole number)"), (_whole(1), ">= 1 (a whole number)")
+_POSITIVE = (_positive, "> 0")
+_RULES = {
+    "DataConfig": [
+        ("source", *_one_of(SOURCES)),
+        ("span", _optional(_whole(0)), "None or >= 0"),
+        ("eval_span", _optional(_whole(0)), "None or >= 0"),
+        ("max_train_examples", _optional(_whole(1)), "None or >= 1"),
+        ("max_eval_examples", _optional(_whole(1)), "None or >= 1")],
+    "UNetConfig": [
+        ("channels", _all(_whole(1)), "a non-empty list of whole numbers >= 1"),
+        ("patch_size", *_WHOLE_1), ("res_blocks_per_level", *_WHOLE_1),
+        ("decoder_skips", *_one_of(DECODER_SKIPS)), ("upsample", *_one_of(UPSAMPLE_MODES)),
+        ("embedding_dim", *_WHOLE_1), ("groups", *_WHOLE_1), ("dropout", _fraction, "in [0, 1)")],
+    "DiffusionConfig": [
+        ("prediction", *_one_of(PREDICTIONS)),
+        ("min_signal_rate", _fraction, "in [0, 1)"), ("max_signal_rate", _positive, "> 0"),
+        ("min_snr_gamma", _non_negative, ">= 0"), ("label_dropout", _fraction, "in [0, 1)"),
+        ("training_times", *_one_of(TRAINING_TIME_DISTRIBUTIONS)),
+        ("log_sigma_std", *_POSITIVE)],
+    "TrainConfig": [
+        ("batch_size", *_WHOLE_1), ("train_steps", *_WHOLE_1), ("learning_rate", *_POSITIVE),
+        ("warmup_steps", *_WHOLE_0), ("ema_decay", _fraction, "in [0, 1)"),
+        ("log_every_steps", *_WHOLE_1), ("checkpoint_every_steps", *_WHOLE_1),
+        ("shuffle_buffer", *_WHOLE_1), ("window_spans", *_WHOLE_1),
+        ("warm_start_steps", *_WHOLE_1), ("distribution", *_one_of(DISTRIBUTIONS)),
+        ("poison_step", _optional(_whole(1)), "None or >= 1")],
+    "ClassifierConfig": [
+        ("filters", _all(_whole(1)), "a non-empty list of whole numbers >= 1"),
+        ("convs_per_level", *_WHOLE_1), ("dropout", _fraction, "in [0, 1)"),
+        ("feature_dim", *_WHOLE_1), ("batch_size", *_WHOLE_1), ("train_steps", *_WHOLE_1),
+        ("learning_rate", *_POSITIVE)],
+    "SamplerConfig": [
+        ("sampler", *_one_of(SAMPLERS)), ("num_steps", *_WHOLE_1), ("max_steps", *_WHOLE_1),
+        ("guidance_scale", _non_negative, ">= 0"),
+        ("guidance_min_sigma", _optional(_non_negative), "None or >= 0"),
+        ("guidance_max_sigma", _optional(_positive), "None or > 0"),
+        ("max_batch", *_WHOLE_1), ("max_rows_per_call", _optional(_whole(1)), "None or >= 1"),
+        ("network_copies", *_WHOLE_1), ("compute_dtype", *_one_of(COMPUTE_DTYPES))],
+    "EvalConfig": [
+        ("denoise_sigma", *_POSITIVE),
+        ("denoise_num_images", _optional(_whole(1)), "None or >= 1"),
+        ("denoise_curve_sigmas", _all(_positive), "a non-empty list of numbers > 0"),
+        ("denoise_curve_num_images", *_WHOLE_1), ("samples_per_class", *_WHOLE_1),
+        ("grid_seeds", *_WHOLE_1), ("batch_size", *_WHOLE_1),
+        ("min_psnr", _non_negative, ">= 0"),
+        ("min_class_agreement", lambda v: _non_negative(v) and v <= 1, "in [0, 1]"),
+        ("max_frechet_ratio", _optional(_positive), "None or > 0"),
+        ("psnr_tolerance_db", _non_negative, ">= 0"),
+        ("agreement_tolerance", _non_negative, ">= 0")],
+    "DriftConfig": [
+        ("label_max_jensen_shannon", lambda v: _positive(v) and v <= 1, "in (0, 1]"),
+        ("pixel_max_jensen_shannon", lambda v: _positive(v) and v <= 1, "in (0, 1]")],
+    "ServingConfig": [("keep_versions", *_WHOLE_1), ("servability_timeout_s", *_WHOLE_1)],
+}
+_SECTIONS = {"DataConfig": "data", "UNetConfig": "unet", "DiffusionConfig": "diffusion",
+             "TrainConfig": "train", "ClassifierConfig": "classifier", "SamplerConfig": "sampler",
+             "EvalConfig": "eval", "DriftConfig": "drift", "ServingConfig": "serving"}
+
+
+def _validate(config) -> None:
+  """Raises ValueError naming the first field of `config` that breaks its rule."""
+  name = type(config).__name__
+  section = _SECTIONS.get(name)
+  for field, test, wanted in _RULES.get(name, ()):
+    value = getattr(config, field)
+    if not test(value):
+      raise ValueError(f"config {section}.{field} must be {wanted}, got {value!r}")
+  # Rules that tie two fields together.
+  if isinstance(config, UNetConfig):
+    for channels in config.channels:
+      if channels % config.groups:
+        raise ValueError(f"config unet.groups ({config.groups}) must divide every level's "
+                         f"channels, got {list(config.channels)}")
+  if isinstance(config, DiffusionConfig) and not (
+      config.min_signal_rate < config.max_signal_rate < 1):
+    raise ValueError("config diffusion needs min_signal_rate < max_signal_rate < 1, got "
+                     f"{config.min_signal_rate} and {config.max_signal_rate}")
+  if isinstance(config, SamplerConfig):
+    if config.num_steps > config.max_steps:
+      raise ValueError(f"config sampler.num_steps ({config.num_steps}) must be <= "
+                       f"sampler.max_steps ({config.max_steps})")
+    if (config.guidance_max_sigma is not None and config.guidance_min_sigma is not None
+        and config.guidance_max_sigma < config.guidance_min_sigma):
+      raise ValueError("config sampler.guidance_max_sigma must be >= guidance_min_sigma")
+
+
+def config_keys(config: "PipelineConfig") -> Tuple[str, ...]:
+  """Every settable key of `config`, dotted for nested fields ('train.train_steps')."""
+  keys = []
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if dataclasses.is_dataclass(value):
+      keys.extend(f"{field.name}.{sub.name}" for sub in dataclasses.fields(value))
+    else:
+      keys.append(field.name)
+  return tuple(keys)
+
+
+def parse_value(text: str) -> Any:
+  """A command-line value: JSON where it parses (numbers, true/false, null, lists), else text."""
+  try:
+    value = json.loads(text)
+  except ValueError:
+    return text
+  return tuple(value) if isinstance(value, list) else value
+
+
+def override(config: "PipelineConfig", key: str, value: Any) -> "PipelineConfig":
+  """`config` with the (dotted) `key` set to `value`, validated.
+
+  Raises:
+    ValueError: an unknown key (naming the closest known ones) or a value its field refuses.
+  """
+  keys = config_keys(config)
+  if key not in keys:
+    close = difflib.get_close_matches(key, keys, n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ValueError(f"Unknown config key {key!r}{hint}")
+  section, _, field = key.rpartition(".")
+  if not section:
+    return dataclasses.replace(config, **{field: value})
+  return dataclasses.replace(
+      config, **{section: dataclasses.replace(getattr(config, section), **{field: value})})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +425,9 @@ class PipelineConfig(_JsonMixin):
   pipeline_name: str = "mnist-diffusion"
   pipeline_root: str = os.path.join("runs", "pipeline_root")
   metadata_path: Optional[str] = None  # None = <pipeline_root>/metadata.sqlite
+  # ML Metadata on a MySQL-compatible server, "HOST:PORT/DATABASE" (user and password from the
+  # MLMD_MYSQL_USER / MLMD_MYSQL_PASSWORD environment variables); None = the SQLite file above.
+  metadata_mysql: Optional[str] = None
   serving_dir: str = os.path.join("runs", "serving_model")
   enable_cache: bool = True
   beam_pipeline_args: Tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -265,7 +453,6 @@ _NESTED = {
     "ServingConfig": ServingConfig,
 }
 _NESTED.update({cls: cls for cls in list(_NESTED.values())})
-
 
 def _smoke() -> PipelineConfig:
   """The whole pipeline in a few minutes on a slice of MNIST: for tests, not for quality."""

@@ -105,7 +105,7 @@ def test_unknown_decoder_skips_are_rejected():
 
 
 def test_unknown_upsample_mode_is_rejected():
-  with pytest.raises(ValueError, match="upsample mode"):
+  with pytest.raises(ValueError, match="unet.upsample"):
     unet.build_unet(dataclasses.replace(tiny_models.TINY_UNET, upsample="transposed"))
 
 

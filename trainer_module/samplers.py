@@ -11,11 +11,10 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from core.config import IMAGE_SIZE
+from core.config import IMAGE_SIZE, SAMPLERS
 from trainer_module import schedule as schedule_lib
 from trainer_module import transform
 
-SAMPLERS = ("ddim", "dpmpp_2m", "ancestral")
 # Stream ids: 0 for the initial noise, 1 + step for the per-step noise of ancestral sampling.
 _INITIAL_NOISE_STREAM = 0
 _STEP_NOISE_STREAM = 1

@@ -11,7 +11,7 @@ import math
 
 import tensorflow as tf
 
-from core.config import DiffusionConfig
+from core.config import TRAINING_TIME_DISTRIBUTIONS, DiffusionConfig
 
 # The defaults below (the schedule's ends, how training draws times) are the profile's.
 _DIFFUSION_DEFAULTS = DiffusionConfig()
@@ -41,9 +41,6 @@ class CosineSchedule:
     angles = tf.atan(tf.cast(noise_to_signal, tf.float32))
     times = (angles - self.start_angle) / (self.end_angle - self.start_angle)
     return tf.clip_by_value(times, 0.0, 1.0)
-
-
-TRAINING_TIME_DISTRIBUTIONS = ("uniform", "lognormal")
 
 
 def sample_training_times(rng: tf.random.Generator, batch_size, schedule: CosineSchedule,

@@ -14,7 +14,8 @@ import math
 import tensorflow as tf
 import tf_keras as keras
 
-from core.config import IMAGE_SIZE, NUM_CLASSES, UNetConfig
+from core.config import (COMPUTE_DTYPES, DECODER_SKIPS, IMAGE_SIZE, NUM_CLASSES, UPSAMPLE_MODES,
+                         UNetConfig)
 from trainer_module.group_norm import GroupNorm
 
 # Diffusion times are embedded as t * TIME_SCALE with transformer-style sinusoids.
@@ -69,9 +70,6 @@ def _attention_block(x, config: UNetConfig, name: str):
   return x + h
 
 
-UPSAMPLE_MODES = ("nearest_conv", "bilinear")
-
-
 def _upsample(x, mode: str, name: str):
   """Doubles the resolution: nearest-neighbour + a 3x3 conv, or bilinear with no conv."""
   if mode == "nearest_conv":
@@ -80,9 +78,6 @@ def _upsample(x, mode: str, name: str):
   if mode == "bilinear":
     return keras.layers.UpSampling2D(2, interpolation="bilinear", name=name)(x)
   raise ValueError(f"Unknown upsample mode {mode!r}; expected one of {UPSAMPLE_MODES}")
-
-
-DECODER_SKIPS = ("every_layer", "res_blocks")
 
 
 def _check_resolutions(config: UNetConfig) -> None:
@@ -95,9 +90,6 @@ def _check_resolutions(config: UNetConfig) -> None:
       raise ValueError(f"{len(config.channels)} levels with patch_size {config.patch_size}: level "
                        f"{level} is {size}x{size}, which cannot be halved; use fewer channels")
     size //= 2
-
-
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def build_unet(config: UNetConfig, num_classes: int = NUM_CLASSES, name: str = "unet",
