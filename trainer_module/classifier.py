@@ -5,6 +5,7 @@ probabilities and `features` (the penultimate layer, on which Frechet distance i
 """
 
 import json
+import math
 import os
 
 import tensorflow as tf
@@ -14,7 +15,7 @@ from absl import logging
 from core.config import IMAGE_SIZE, NUM_CLASSES, ClassifierConfig
 from trainer_module import data as data_lib
 from trainer_module import transform
-from trainer_module.train import config_from_custom_config
+from trainer_module.train import NonFiniteLossError, config_from_custom_config
 
 
 def build_classifier(config: ClassifierConfig) -> keras.Model:
@@ -51,6 +52,16 @@ class ClassifierModule(tf.Module):
     return {"logits": logits, "probabilities": tf.nn.softmax(logits), "features": features}
 
 
+class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
+  """Stops `fit` with NonFiniteLossError at the first batch whose loss is NaN or infinite.
+  Keras's TerminateOnNaN only ends training, and run_fn would go on to export the model."""
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = (logs or {}).get("loss")
+    if loss is not None and not math.isfinite(float(loss)):
+      raise NonFiniteLossError(f"classifier loss became {float(loss)} at step {batch + 1}")
+
+
 def train_classifier(config: ClassifierConfig, train_dataset, eval_dataset=None) -> tuple:
   tf.keras.utils.set_random_seed(config.seed)
   model = build_classifier(config)
@@ -60,7 +71,8 @@ def train_classifier(config: ClassifierConfig, train_dataset, eval_dataset=None)
           keras.optimizers.schedules.CosineDecay(config.learning_rate, config.train_steps)),
       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
-  logits_only.fit(train_dataset, steps_per_epoch=config.train_steps, epochs=1, verbose=2)
+  logits_only.fit(train_dataset, steps_per_epoch=config.train_steps, epochs=1, verbose=2,
+                  callbacks=[RaiseOnNonFiniteLoss()])
   results = {}
   if eval_dataset is not None:
     loss, accuracy = logits_only.evaluate(eval_dataset, verbose=0)

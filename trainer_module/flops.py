@@ -1,6 +1,7 @@
 """What the machine can do and what the U-Net costs: the FLOP yardsticks that training and the
 benchmarks report their speed against (achieved FLOP/s as a share of the measured matmul rate)."""
 
+import functools
 import time
 
 import tensorflow as tf
@@ -14,6 +15,8 @@ from core.config import IMAGE_SIZE
 TRAIN_PASSES_PER_STEP = 3.0
 
 
+# Measured once per process (seconds of matmuls): a resumed or repeated training loop reuses it.
+@functools.lru_cache(maxsize=None)
 def matmul_flops_per_second(size: int = 1024, repeats: int = 20) -> float:
   """Measured float32 matmul rate (FLOP/s) of this machine: the ceiling a dense model can reach."""
   a = tf.random.normal([size, size])

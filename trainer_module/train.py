@@ -5,9 +5,13 @@ TFX calls `run_fn(fn_args)`; `fn_args.custom_config["config"]` carries the Pipel
 `train_diffusion` is the plain training loop, usable without TFX (tests, benchmarks).
 """
 
+import contextlib
 import hashlib
 import json
+import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Iterable, Optional, Sequence
 
@@ -71,6 +75,51 @@ def config_from_custom_config(custom_config) -> PipelineConfig:
   return PipelineConfig.from_json(custom_config[CONFIG_KEY])
 
 
+class NonFiniteLossError(RuntimeError):
+  """Training stopped at a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+  """The tf.distribute strategy TrainConfig.distribution names ("none": TF's default strategy,
+  one device, the plain loop). Create it before other TF work: multi_worker sets up collective
+  ops from TF_CONFIG."""
+  if name == "none":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f"Unknown distribution {name!r}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes checkpoints, summaries and the export: always outside
+  multi_worker; there, the "chief" task, or worker 0 of a cluster without one."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  if resolver.task_type == "chief":
+    return True
+  return (resolver.task_type == "worker" and resolver.task_id == 0
+          and "chief" not in resolver.cluster_spec().as_dict())
+
+
+@contextlib.contextmanager
+def writable_dir(path: str, chief: bool):
+  """`path` on the chief; elsewhere a temporary directory, deleted afterwards. Every worker of a
+  multi-worker run saves (saving may run collective ops), and only the chief's copy is kept, as
+  TF's multi-worker training guide prescribes."""
+  if chief:
+    yield path
+    return
+  scratch = tempfile.mkdtemp(prefix="worker_save_")
+  try:
+    yield scratch
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
   """Linear warm-up to `peak`, then cosine decay to `final_fraction * peak` at `total_steps`."""
 
@@ -93,11 +142,26 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class DiffusionTrainer(tf.Module):
-  """Owns the network, its EMA copy, the optimizer and the step; one `train_step` per batch."""
+  """Owns the network, its EMA copy, the optimizer and the step; one `train_step` per batch.
 
-  def __init__(self, config: PipelineConfig):
+  Under a `strategy` (distribution_strategy) the variables are mirrored on every replica and a
+  batch given to train_step is the global batch, split across replicas (from
+  `strategy.experimental_distribute_dataset`): the loss is the sum over replicas of each one's
+  share scaled by the global batch, so learning rate, EMA and batch size mean the same whatever
+  the replica count. The random generator, created under the strategy, folds in each replica's
+  id: replicas draw different noise and times, reproducibly from the seed.
+  """
+
+  def __init__(self, config: PipelineConfig, strategy: Optional[tf.distribute.Strategy] = None):
     super().__init__(name="diffusion_trainer")
     self.config = config
+    self.strategy = strategy or tf.distribute.get_strategy()
+    with self.strategy.scope():
+      # False under TF's default strategy: one device, plain variables.
+      self.distributed = tf.distribute.has_strategy()
+      self._build(config)
+
+  def _build(self, config: PipelineConfig):
     self.schedule = export.schedule_from_config(config.diffusion)
     # Seeds the initial weights too: the same config and seed give the same model.
     keras.utils.set_random_seed(config.train.seed)
@@ -126,20 +190,28 @@ class DiffusionTrainer(tf.Module):
   def final_step(self) -> int:
     """Where this run stops: train_steps cold, warm_start_steps past the base model warm."""
     train = self.config.train
-    if int(self.start_step) == 0:
+    if int(self.start_step.numpy()) == 0:
       return train.train_steps
-    return int(self.start_step) + train.warm_start_steps
+    return int(self.start_step.numpy()) + train.warm_start_steps
 
-  def loss(self, images, labels, training=True):
-    """Min-SNR weighted MSE on the chosen target at diffusion times drawn as configured."""
+  def draw(self, images):
+    """The random part of a batch's loss: which labels become the null class, the diffusion
+    times and the noise, from this replica's stream."""
     diffusion = self.config.diffusion
     batch_size = tf.shape(images)[0]
     dropped = self.rng.uniform([batch_size]) < diffusion.label_dropout
-    labels = tf.where(dropped, tf.fill([batch_size], NULL_LABEL), labels)
     diffusion_times = schedule_lib.sample_training_times(
         self.rng, batch_size, self.schedule, diffusion.training_times, diffusion.log_sigma_mean,
         diffusion.log_sigma_std)
-    noises = self.rng.normal(tf.shape(images))
+    return dropped, diffusion_times, self.rng.normal(tf.shape(images))
+
+  def loss(self, images, labels, training=True, global_batch_size=None):
+    """Min-SNR weighted MSE on the chosen target at diffusion times drawn as configured: the mean
+    over the batch, or the sum over it divided by `global_batch_size` (a replica's share)."""
+    diffusion = self.config.diffusion
+    batch_size = tf.shape(images)[0]
+    dropped, diffusion_times, noises = self.draw(images)
+    labels = tf.where(dropped, tf.fill([batch_size], NULL_LABEL), labels)
     signal_rates, noise_rates = self.schedule.rates(diffusion_times[:, None, None, None])
     noisy_images = schedule_lib.add_noise(images, noises, signal_rates, noise_rates)
     targets = schedule_lib.training_target(images, noises, signal_rates, noise_rates,
@@ -148,16 +220,29 @@ class DiffusionTrainer(tf.Module):
     per_example = tf.reduce_mean(tf.square(predictions - targets), axis=[1, 2, 3])
     weights = schedule_lib.min_snr_weights(signal_rates, noise_rates, diffusion.min_snr_gamma,
                                            diffusion.prediction)
-    return tf.reduce_mean(tf.reshape(weights, [-1]) * per_example)
+    weighted = tf.reshape(weights, [-1]) * per_example
+    if global_batch_size is None:
+      return tf.reduce_mean(weighted)
+    return tf.reduce_sum(weighted) / tf.cast(global_batch_size, weighted.dtype)
+
+  def _replica_step(self, images, labels):
+    # One replica's share: the optimizer sums the replicas' gradients (all-reduce).
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      loss = self.loss(images, labels, global_batch_size=tf.shape(images)[0] * replicas)
+    variables = self.model.trainable_variables
+    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return loss
 
   @tf.function(autograph=False)
   def train_step(self, images, labels):
-    with tf.GradientTape() as tape:
-      loss = self.loss(images, labels)
-    variables = self.model.trainable_variables
-    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    """One step on a global batch (plain tensors, or a distributed dataset's per-replica
+    values); returns the loss over the global batch."""
+    losses = self.strategy.run(self._replica_step, args=(images, labels))
+    loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
     update_average(self.ema_model, self.model,
-                   ema_decay_at(tf.cast(self.step, tf.float32), self.config.train.ema_decay))
+                   ema_decay_at(tf.cast(self.step, tf.float32), self.config.train.ema_decay),
+                   self.strategy)
     self.step.assign_add(1)
     return loss
 
@@ -168,10 +253,17 @@ def ema_decay_at(step: tf.Tensor, ema_decay: float) -> tf.Tensor:
   return tf.minimum(ema_decay, (1.0 + step) / (10.0 + step))
 
 
-def update_average(average, model, decay: tf.Tensor) -> None:
-  """One EMA step of `average`'s weights toward `model`'s."""
+def update_average(average, model, decay: tf.Tensor,
+                   strategy: Optional[tf.distribute.Strategy] = None) -> None:
+  """One EMA step of `average`'s weights toward `model`'s (on every replica's copy: the
+  replicas' weights are equal after the all-reduced update, so their averages stay equal)."""
+  strategy = strategy or tf.distribute.get_strategy()
+
+  def ema_update(ema_variable, variable):
+    return ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
+
   for ema_variable, variable in zip(average.weights, model.weights):
-    ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
+    strategy.extended.update(ema_variable, ema_update, args=(variable,))
 
 
 def checkpoint_dir_for(checkpoint_root: str, train_files: Iterable[str], config: PipelineConfig,
@@ -183,12 +275,37 @@ def checkpoint_dir_for(checkpoint_root: str, train_files: Iterable[str], config:
   failed run; keyed by inputs, training settings and the code version, a retried Trainer resumes
   where it stopped, and a changed network never tries to load an incompatible checkpoint.
   """
+  # poison_step is left out: a rerun without the fault resumes from the poisoned run's last
+  # good checkpoint.
+  train_settings = {k: v for k, v in config.train.to_dict().items() if k != "poison_step"}
   key = {"files": sorted(train_files), "code": code_version(), "unet": config.unet.to_dict(),
-         "diffusion": config.diffusion.to_dict(), "train": config.train.to_dict()}
+         "diffusion": config.diffusion.to_dict(), "train": train_settings}
   if base_model:
     key["base_model"] = base_model
   key = json.dumps(key, sort_keys=True)
   return os.path.join(checkpoint_root, hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+# Workers shard a global batch's examples, not the input files: a span may have fewer files than
+# there are workers, and every worker's stream must stay aligned with the step for resuming.
+_DATA_SHARDING = tf.data.Options()
+_DATA_SHARDING.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+
+
+def poisoned(dataset: tf.data.Dataset, index: int) -> tf.data.Dataset:
+  """`dataset` with the images of its batch `index` (0-based) replaced by NaN: the fault
+  TrainConfig.poison_step injects. A negative index poisons nothing."""
+  def poison(position, batch):
+    images, labels = batch
+    hit = tf.equal(position, index)
+    return tf.where(hit, tf.fill(tf.shape(images), float("nan")), images), labels
+  return dataset.enumerate().map(poison)
+
+
+def _describe_checkpoint(path: Optional[str], checkpoint_dir: str) -> str:
+  if not path:
+    return f"none in {checkpoint_dir}"
+  return f"step {path.rsplit('-', 1)[-1]} in {checkpoint_dir}"
 
 
 def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpoint_dir: str,
@@ -197,14 +314,24 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
 
   `dataset` is the whole training stream from step 0, in the same order on every call (seeded
   shuffles): a trainer at step k, restored from a checkpoint or stepped by hand, starts at its
-  batch k, so a resumed run sees the batches an uninterrupted one would.
+  batch k, so a resumed run sees the batches an uninterrupted one would. Its batches are global
+  batches; under a strategy they are split across the replicas.
+
+  Raises NonFiniteLossError at the first step whose loss is NaN or infinite, before anything of
+  that step is saved: the checkpoints written so far stay, and the caller exports nothing. The
+  loss of every step is fetched to the host anyway (the loop's pacing), so the check costs no
+  extra synchronisation.
   """
   train_config = trainer.config.train
-  manager = tf.train.CheckpointManager(trainer.checkpoint(), checkpoint_dir, max_to_keep=2)
-  if manager.latest_checkpoint:
-    trainer.checkpoint().restore(manager.latest_checkpoint)
-    logging.info("Resumed from %s at step %d", manager.latest_checkpoint, int(trainer.step))
-  writer = tf.summary.create_file_writer(log_dir) if log_dir else tf.summary.create_noop_writer()
+  strategy = trainer.strategy
+  chief = is_chief(strategy)
+  # Every worker restores from the chief's directory; only the chief's saves are kept.
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  if latest:
+    trainer.checkpoint().restore(latest)
+    logging.info("Resumed from %s at step %d", latest, int(trainer.step.numpy()))
+  writer = (tf.summary.create_file_writer(log_dir) if log_dir and chief
+            else tf.summary.create_noop_writer())
   total_steps = trainer.final_step
   # Speed is reported against what the machine can do: achieved FLOP/s over its matmul rate.
   flops_per_image = flops_lib.train_flops_per_image(trainer.model)
@@ -213,31 +340,43 @@ def train_diffusion(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpo
   started, window_start, window_steps, loss = time.time(), time.time(), 0, None
   images_per_second = 0.0
   # Skipping reads and decodes the consumed batches again: seconds, against minutes of training.
-  iterator = iter(dataset.skip(int(trainer.step) - int(trainer.start_step)))
-  while int(trainer.step) < total_steps:
-    images, labels = next(iterator)
-    loss = float(trainer.train_step(images, labels))
-    window_steps += 1
-    step = int(trainer.step)
-    if step % train_config.log_every_steps == 0 or step == total_steps:
-      elapsed = time.time() - window_start
-      images_per_second = window_steps * train_config.batch_size / max(elapsed, 1e-9)
-      learning_rate = float(trainer.learning_rates(step))
-      share = images_per_second * flops_per_image / machine_flops
-      logging.info("diffusion step %d/%d loss %.4f lr %.2e %.1f images/s (%.0f%% of matmul rate)",
-                   step, total_steps, loss, learning_rate, images_per_second, 100 * share)
-      print(f"[train] step {step}/{total_steps} loss {loss:.4f} lr {learning_rate:.2e} "
-            f"{images_per_second:.1f} images/s, {share:.0%} of the machine's "
-            f"{machine_flops / 1e9:.0f} GFLOP/s matmul rate", flush=True)
-      with writer.as_default():
-        tf.summary.scalar("loss", loss, step=step)
-        tf.summary.scalar("learning_rate", learning_rate, step=step)
-        tf.summary.scalar("images_per_second", images_per_second, step=step)
-      window_start, window_steps = time.time(), 0
-    if step % train_config.checkpoint_every_steps == 0 or step == total_steps:
-      manager.save(checkpoint_number=step)
+  dataset = dataset.skip(int(trainer.step.numpy()) - int(trainer.start_step.numpy()))
+  if train_config.poison_step is not None:
+    dataset = poisoned(dataset, train_config.poison_step - 1 - int(trainer.step.numpy()))
+  # Each global batch split across the replicas (TF's default strategy passes it through).
+  dataset = strategy.experimental_distribute_dataset(dataset.with_options(_DATA_SHARDING))
+  iterator = iter(dataset)
+  with writable_dir(checkpoint_dir, chief) as save_dir:
+    manager = tf.train.CheckpointManager(trainer.checkpoint(), save_dir, max_to_keep=2)
+    while int(trainer.step.numpy()) < total_steps:
+      images, labels = next(iterator)
+      loss = float(trainer.train_step(images, labels))
+      window_steps += 1
+      step = int(trainer.step.numpy())
+      if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss became {loss} at step {step}; last good checkpoint: "
+            f"{_describe_checkpoint(tf.train.latest_checkpoint(checkpoint_dir), checkpoint_dir)}")
+      if step % train_config.log_every_steps == 0 or step == total_steps:
+        elapsed = time.time() - window_start
+        images_per_second = window_steps * train_config.batch_size / max(elapsed, 1e-9)
+        learning_rate = float(trainer.learning_rates(step))
+        share = images_per_second * flops_per_image / machine_flops
+        logging.info("diffusion step %d/%d loss %.4f lr %.2e %.1f images/s (%.0f%% of matmul rate)",
+                     step, total_steps, loss, learning_rate, images_per_second, 100 * share)
+        print(f"[train] step {step}/{total_steps} loss {loss:.4f} lr {learning_rate:.2e} "
+              f"{images_per_second:.1f} images/s, {share:.0%} of the machine's "
+              f"{machine_flops / 1e9:.0f} GFLOP/s matmul rate", flush=True)
+        with writer.as_default():
+          tf.summary.scalar("loss", loss, step=step)
+          tf.summary.scalar("learning_rate", learning_rate, step=step)
+          tf.summary.scalar("images_per_second", images_per_second, step=step)
+        window_start, window_steps = time.time(), 0
+      if step % train_config.checkpoint_every_steps == 0 or step == total_steps:
+        manager.save(checkpoint_number=step)
   writer.flush()
-  return {"final_loss": loss, "steps": int(trainer.step), "wall_seconds": time.time() - started,
+  return {"final_loss": loss, "steps": int(trainer.step.numpy()),
+          "wall_seconds": time.time() - started,
           "images_per_second": images_per_second,
           "train_gflop_per_image": flops_per_image / 1e9,
           "machine_matmul_gflops": machine_flops / 1e9,
@@ -279,12 +418,47 @@ def warm_start(trainer: DiffusionTrainer, base_model: Optional[str]) -> dict:
                                          f"{base_model}"}
   trainer.checkpoint().read(os.path.join(state_dir, "state")).assert_existing_objects_matched()
   trainer.start_step.assign(trainer.step)
-  return {"start": "warm", "base_model": base_model, "base_step": int(trainer.step)}
+  return {"start": "warm", "base_model": base_model, "base_step": int(trainer.step.numpy())}
+
+
+def export_trained(trainer: DiffusionTrainer, serving_model_dir: str) -> bool:
+  """Exports the EMA network's guided sampler to `serving_model_dir` and saves the training state
+  beside it; returns whether this process wrote them (the chief does).
+
+  Every worker writes the training state (a checkpoint of distributed variables), the others to
+  a scratch directory they delete. The export is the chief's alone: it is built from a plain,
+  undistributed copy of the EMA weights, so it runs no collective op the others must join.
+  """
+  chief = is_chief(trainer.strategy)
+  parent, name = os.path.split(serving_model_dir.rstrip("/"))
+  with writable_dir(parent, chief) as state_parent:
+    save_training_state(trainer, os.path.join(state_parent, name))
+  if not chief:
+    return False
+  ema_model = trainer.ema_model
+  if trainer.distributed:
+    ema_model = build_unet(trainer.config.unet, name="ema_unet")
+    ema_model.set_weights(trainer.ema_model.get_weights())
+  config = trainer.config
+  export.export_sampler(ema_model, config.diffusion, config.sampler, serving_model_dir,
+                        unet_config=config.unet)
+  return True
+
+
+def train_and_export(trainer: DiffusionTrainer, dataset: tf.data.Dataset, checkpoint_dir: str,
+                     serving_model_dir: str, log_dir: Optional[str] = None):
+  """train_diffusion, then export_trained; returns (training summary, whether this process
+  exported). A NonFiniteLossError propagates before anything is exported or saved beside it."""
+  summary = train_diffusion(trainer, dataset, checkpoint_dir, log_dir=log_dir)
+  logging.info("Training finished: %s", summary)
+  return summary, export_trained(trainer, serving_model_dir)
 
 
 def run_fn(fn_args):
   """TFX Trainer entry point for the diffusion model."""
   config = config_from_custom_config(fn_args.custom_config)
+  # Before any other TF work: multi_worker configures collective ops from TF_CONFIG.
+  strategy = distribution_strategy(config.train.distribution)
   dataset = data_lib.transformed_dataset(
       fn_args.train_files, fn_args.data_accessor, fn_args.transform_output,
       config.train.batch_size, config.train.seed, config.train.shuffle_buffer)
@@ -292,16 +466,15 @@ def run_fn(fn_args):
                      or os.path.join(fn_args.model_run_dir, "checkpoints"))
   checkpoint_dir = checkpoint_dir_for(checkpoint_root, fn_args.train_files, config,
                                       fn_args.base_model)
-  trainer = DiffusionTrainer(config)
+  trainer = DiffusionTrainer(config, strategy)
   start = warm_start(trainer, fn_args.base_model)
   message = (f"warm start from {start['base_model']} at step {start['base_step']}"
              if start["start"] == "warm" else f"cold start: {start['reason']}")
   logging.info("Diffusion Trainer: %s", message)
   print(f"[train] {message}", flush=True)
-  summary = train_diffusion(trainer, dataset, checkpoint_dir, log_dir=fn_args.model_run_dir)
-  logging.info("Training finished: %s", summary)
-  export.export_sampler(trainer.ema_model, config.diffusion, config.sampler,
-                        fn_args.serving_model_dir, unet_config=config.unet)
-  save_training_state(trainer, fn_args.serving_model_dir)
+  summary, exported = train_and_export(trainer, dataset, checkpoint_dir,
+                                       fn_args.serving_model_dir, log_dir=fn_args.model_run_dir)
+  if not exported:
+    return
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training_summary.json"), "w") as f:
     json.dump({**summary, **start, "config": config.to_dict()}, f, indent=2)
