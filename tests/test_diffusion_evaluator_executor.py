@@ -44,7 +44,7 @@ def fakes(tmp_path_factory):
   }
 
 
-def _run(tmp_path, fakes, candidate, config=_CONFIG, baseline=None):
+def _run(tmp_path, fakes, candidate, config=_CONFIG, baseline=None, beam_pipeline_args=None):
   evaluation = standard_artifacts.ModelEvaluation()
   evaluation.uri = str(tmp_path / "evaluation")
   blessing = standard_artifacts.ModelBlessing()
@@ -57,7 +57,12 @@ def _run(tmp_path, fakes, candidate, config=_CONFIG, baseline=None):
   if baseline is not None:
     input_dict[executor.BASELINE_MODEL_KEY] = [baseline]
   output_dict = {executor.EVALUATION_KEY: [evaluation], executor.BLESSING_KEY: [blessing]}
-  executor.Executor().Do(input_dict, output_dict, {executor.EVAL_CONFIG_KEY: config.to_json()})
+  context = None
+  if beam_pipeline_args is not None:
+    context = executor.Executor.Context(beam_pipeline_args=beam_pipeline_args,
+                                        tmp_dir=str(tmp_path / "tmp"))
+  executor.Executor(context).Do(input_dict, output_dict,
+                                {executor.EVAL_CONFIG_KEY: config.to_json()})
   with open(os.path.join(evaluation.uri, executor.METRICS_FILE_NAME)) as f:
     results = json.load(f)
   return results, evaluation, blessing
@@ -123,15 +128,22 @@ def test_blessed_run_writes_all_outputs(tmp_path, fakes):
 @pytest.mark.slow
 def test_tfma_denoising_writes_per_digit_slices_equal_to_the_numpy_numbers(tmp_path, fakes):
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  numpy_results, _, _ = _run(tmp_path / "numpy", fakes, fakes["good"])
   config = EvalConfig.from_dict({**_CONFIG.to_dict(), "tfma_denoising": True})
   results, evaluation, blessing = _run(tmp_path, fakes, fakes["good"], config=config)
 
   candidate = results["candidate"]
   denoising, tfma_denoising = candidate["denoising"], candidate["tfma_denoising"]
   assert tfma_denoising["sigma"] == 0.4 and tfma_denoising["num_images"] == 20
+  # Computed once, by TFMA's Beam pipeline: the blessing's numbers are its overall slice, equal
+  # to the numpy path's (tfma off) within float tolerance.
+  numpy_denoising = numpy_results["candidate"]["denoising"]
   for key in ("mse", "rmse", "psnr"):
-    assert tfma_denoising["overall"][key] == pytest.approx(denoising[key], rel=1e-5)
-  assert tfma_denoising["overall"]["num_images"] == 20
+    assert denoising[key] == tfma_denoising["overall"][key]
+    assert denoising[key] == pytest.approx(numpy_denoising[key], rel=1e-5)
+  assert denoising["num_images"] == tfma_denoising["overall"]["num_images"] == 20
+  assert "denoising" not in candidate["timings_s"]  # the numpy pass did not run
+  assert not os.path.exists(os.path.join(evaluation.uri, executor.TFMA_WORK_DIR_NAME))
   per_class = tfma_denoising["per_class"]
   assert list(per_class) == [str(digit) for digit in range(10)]
   assert all(values["num_images"] == 2 for values in per_class.values())
@@ -141,7 +153,8 @@ def test_tfma_denoising_writes_per_digit_slices_equal_to_the_numpy_numbers(tmp_p
   assert loaded.get_metrics_for_slice()["psnr"]["doubleValue"] == pytest.approx(
       tfma_denoising["overall"]["psnr"])
   assert candidate["timings_s"]["tfma_denoising"] > 0
-  assert _blessed(blessing)  # the blessing still reads the numpy numbers
+  assert _blessed(blessing)
+  assert evaluation.get_float_custom_property("psnr") == pytest.approx(denoising["psnr"])
 
   with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
     markdown = f.read()
@@ -256,3 +269,26 @@ def test_component_wires_channels_and_config(fakes):
   DiffusionEvaluator(examples=channel(standard_artifacts.Examples),
                      model=channel(standard_artifacts.Model),
                      classifier_model=channel(standard_artifacts.Model), eval_config=_CONFIG)
+
+
+@pytest.mark.slow
+def test_beam_stage_gives_the_same_numbers_in_memory_and_on_two_worker_processes(tmp_path, fakes):
+  """The component's beam_pipeline_args choose TFMA's runner; the numbers do not depend on it."""
+  config = EvalConfig.from_dict({**_CONFIG.to_dict(), "tfma_denoising": True})
+  in_memory, _, _ = _run(tmp_path / "in_memory", fakes, fakes["good"], config=config,
+                         beam_pipeline_args=["--runner=DirectRunner",
+                                             "--direct_running_mode=in_memory",
+                                             "--direct_num_workers=1"])
+  multi_process, _, _ = _run(tmp_path / "multi_process", fakes, fakes["good"], config=config,
+                             beam_pipeline_args=["--runner=DirectRunner",
+                                                 "--direct_running_mode=multi_processing",
+                                                 "--direct_num_workers=2"])
+  a, b = in_memory["candidate"], multi_process["candidate"]
+  for key in ("mse", "rmse", "psnr"):
+    assert b["denoising"][key] == pytest.approx(a["denoising"][key], rel=1e-6)
+  assert b["denoising"]["num_images"] == a["denoising"]["num_images"] == 20
+  for digit, values in a["tfma_denoising"]["per_class"].items():
+    other = b["tfma_denoising"]["per_class"][digit]
+    assert other["num_images"] == values["num_images"]
+    assert other["psnr"] == pytest.approx(values["psnr"], rel=1e-6)
+  assert in_memory["blessing"] == multi_process["blessing"]

@@ -217,3 +217,40 @@ def test_force_bless_blesses_past_the_baseline_but_not_past_the_thresholds():
   # Nothing to force when the comparison passes.
   blessed, reasons = metrics.decide_blessing(_model_metrics(22.5, 0.95), baseline, forced)
   assert blessed and metrics.forced_blessing(reasons) is None
+
+
+def test_non_finite_candidate_fails_with_the_names_of_the_metrics():
+  candidate = _model_metrics(float("nan"), 0.95)
+  candidate["denoising"]["mse"] = float("inf")
+  blessed, reasons = metrics.decide_blessing(candidate, None, _CONFIG)
+  assert not blessed
+  assert reasons[0] == "FAIL: non-finite metrics: psnr=nan, mse=inf"
+  # Not even past the baseline comparison.
+  forced = dataclasses.replace(_CONFIG, force_bless_reason="anyway")
+  assert not metrics.decide_blessing(candidate, _model_metrics(22.0, 0.95), forced)[0]
+
+
+def test_unreadable_or_non_finite_baseline_is_not_compared_and_says_so():
+  candidate = _model_metrics(21.0, 0.95)  # worse than a 22 dB baseline by more than 0.1 dB
+  blessed, reasons = metrics.decide_blessing(candidate, None, _CONFIG,
+                                             baseline_unreadable="gone: OSError")
+  assert blessed
+  assert ("ok: baseline_unreadable: gone: OSError; absolute thresholds only, not compared with "
+          "the baseline") in reasons
+  blessed, reasons = metrics.decide_blessing(candidate, _model_metrics(float("nan"), 0.95),
+                                             _CONFIG)
+  assert blessed
+  assert any(reason.startswith("ok: baseline_unreadable: non-finite metrics: psnr=nan")
+             for reason in reasons)
+  assert not any(">= baseline" in reason for reason in reasons)
+  # The absolute thresholds still hold.
+  assert not metrics.decide_blessing(_model_metrics(19.0, 0.95), None, _CONFIG,
+                                     baseline_unreadable="gone")[0]
+
+
+def test_frechet_and_kid_of_non_finite_features_are_nan():
+  features = np.random.default_rng(0).normal(size=(20, 4))
+  broken = features.copy()
+  broken[3, 1] = np.nan
+  assert math.isnan(metrics.frechet_distance(broken, features))
+  assert math.isnan(metrics.kernel_inception_distance(features, broken))

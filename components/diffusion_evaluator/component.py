@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from tfx import types
-from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import base_beam_component
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
@@ -39,11 +39,14 @@ class DiffusionEvaluatorSpec(types.ComponentSpec):
   }
 
 
-class DiffusionEvaluator(base_component.BaseComponent):
-  """Scores a diffusion model and blesses it against thresholds and the last blessed model."""
+class DiffusionEvaluator(base_beam_component.BaseBeamComponent):
+  """Scores a diffusion model and blesses it against thresholds and the last blessed model.
+
+  A Beam component: the pipeline's beam_pipeline_args (or with_beam_pipeline_args) choose the
+  runner of its denoising metrics over the eval examples (TFMA's Beam pipeline)."""
 
   SPEC_CLASS = DiffusionEvaluatorSpec
-  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self,
                examples: types.BaseChannel,

@@ -202,15 +202,18 @@ def sample_labels(config: EvalConfig) -> np.ndarray:
 
 
 def denoising_metrics(model: DiffusionModel, real: RealData, config: EvalConfig,
-                      timings: Dict[str, float]) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-  """The reference protocol at `denoise_sigma`, and the PSNR-vs-noise curve."""
+                      timings: Dict[str, float], denoising: Optional[Dict[str, Any]] = None
+                      ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+  """The reference protocol at `denoise_sigma` (unless given: `denoising`, computed by TFMA's
+  Beam pipeline on the same images), and the PSNR-vs-noise curve."""
   eval_images = real.eval_images
-  clean = eval_images[:config.denoise_num_images]  # None = all
-  with timed(f"reference denoising at sigma {config.denoise_sigma} on {len(clean)} images",
-             timings, "denoising"):
-    noisy = metrics_lib.add_noise(clean, config.denoise_sigma, config.seed)
-    denoising = metrics_lib.denoising_metrics(clean, model.denoise(noisy, config.denoise_sigma))
-    denoising = {"sigma": config.denoise_sigma, **denoising}
+  if denoising is None:
+    clean = eval_images[:config.denoise_num_images]  # None = all
+    with timed(f"reference denoising at sigma {config.denoise_sigma} on {len(clean)} images",
+               timings, "denoising"):
+      noisy = metrics_lib.add_noise(clean, config.denoise_sigma, config.seed)
+      denoising = metrics_lib.denoising_metrics(clean, model.denoise(noisy, config.denoise_sigma))
+      denoising = {"sigma": config.denoise_sigma, **denoising}
   logging.info("DiffusionEvaluator: MSE %.5f, RMSE %.4f, PSNR %.2f dB (reference: %s)",
                denoising["mse"], denoising["rmse"], denoising["psnr"],
                metrics_lib.REFERENCE_DENOISING)
@@ -273,11 +276,15 @@ def sampling_metrics(model: DiffusionModel, judge: JudgeFn, real: RealData, conf
   }, samples
 
 
-def evaluate_model(model: DiffusionModel, judge: JudgeFn, real: RealData,
-                   config: EvalConfig) -> Tuple[Dict[str, Any], np.ndarray]:
-  """One diffusion model's metrics under the fixed protocol and seeds, and its samples."""
-  timings: Dict[str, float] = {}
-  denoising, curve = denoising_metrics(model, real, config, timings)
+def evaluate_model(model: DiffusionModel, judge: JudgeFn, real: RealData, config: EvalConfig,
+                   denoising: Optional[Dict[str, Any]] = None,
+                   timings: Optional[Dict[str, float]] = None
+                   ) -> Tuple[Dict[str, Any], np.ndarray]:
+  """One diffusion model's metrics under the fixed protocol and seeds, and its samples.
+  `denoising`: the reference protocol's numbers when already computed (by TFMA); `timings`: the
+  timings so far, added to."""
+  timings = {} if timings is None else timings
+  denoising, curve = denoising_metrics(model, real, config, timings, denoising)
   sampled, samples = sampling_metrics(model, judge, real, config, timings)
   model_metrics = {"denoising": denoising, "denoising_curve": curve, **sampled,
                    "timings_s": timings}

@@ -112,6 +112,10 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, eps: float 
     raise ValueError(f"Need two [N, D] feature sets with the same D: {a.shape}, {b.shape}")
   if a.shape[0] < 2 or b.shape[0] < 2:
     raise ValueError("frechet_distance needs at least two samples per set")
+  if not (np.isfinite(a).all() and np.isfinite(b).all()):
+    # A model whose images are NaN: report NaN (the blessing names it) instead of sqrtm's error.
+    logging.warning("frechet_distance: non-finite features; the distance is NaN")
+    return math.nan
   mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
   cov_a = np.atleast_2d(np.cov(a, rowvar=False))
   cov_b = np.atleast_2d(np.cov(b, rowvar=False))
@@ -147,6 +151,9 @@ def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray,
   size = min(subset_size, a.shape[0], b.shape[0])
   if size < 2:
     raise ValueError("kernel_inception_distance needs at least two samples per set")
+  if not (np.isfinite(a).all() and np.isfinite(b).all()):
+    logging.warning("kernel_inception_distance: non-finite features; KID is NaN")
+    return math.nan
   dim = a.shape[1]
 
   def mmd2(x: np.ndarray, y: np.ndarray) -> float:
@@ -199,18 +206,49 @@ def _headline(metrics: Mapping[str, Any]) -> Tuple[Optional[float], Optional[flo
           metrics["frechet"].get("ratio"))
 
 
+# The numbers of one model's metrics that must be finite: (name in messages, section, key).
+_FINITE_METRICS = (
+    ("psnr", "denoising", "psnr"),
+    ("mse", "denoising", "mse"),
+    ("rmse", "denoising", "rmse"),
+    ("class_agreement", "class_agreement", "overall"),
+    ("frechet", "frechet", "distance"),
+    ("frechet_ratio", "frechet", "ratio"),
+    ("kid", "frechet", "kid"),
+)
+
+
+def non_finite_metrics(metrics: Mapping[str, Any]) -> List[str]:
+  """"name=value" for each headline number of one model's metrics that is NaN or infinite (a
+  model whose outputs are NaN); numbers absent or None (not computed) are not listed."""
+  found = []
+  for name, section, key in _FINITE_METRICS:
+    value = (metrics.get(section) or {}).get(key)
+    if value is not None and not math.isfinite(value):
+      found.append(f"{name}={value}")
+  return found
+
+
+NON_FINITE = "non-finite metrics"
+BASELINE_UNREADABLE = "baseline_unreadable"
 FORCED_BLESSING = "ok: force-blessed"
 
 
 def decide_blessing(metrics: Mapping[str, Any], baseline_metrics: Optional[Mapping[str, Any]],
-                    config: EvalConfig) -> Tuple[bool, List[str]]:
+                    config: EvalConfig,
+                    baseline_unreadable: Optional[str] = None) -> Tuple[bool, List[str]]:
   """Whether the candidate is blessed, with one line per check ("ok: ..." or "FAIL: ...").
 
-  Blessed iff psnr >= min_psnr, agreement >= min_class_agreement, the Frechet ratio is within
-  max_frechet_ratio (when set) and, with a baseline, the candidate is not worse than it by more
-  than psnr_tolerance_db / agreement_tolerance. With `config.force_bless_reason`, a candidate that
-  passes the absolute thresholds is blessed whatever the baseline comparison says, and a line
-  starting with FORCED_BLESSING records the reason.
+  Blessed iff every headline number is finite, psnr >= min_psnr, agreement >=
+  min_class_agreement, the Frechet ratio is within max_frechet_ratio (when set) and, with a
+  baseline, the candidate is not worse than it by more than psnr_tolerance_db /
+  agreement_tolerance. With `config.force_bless_reason`, a candidate that passes the absolute
+  thresholds is blessed whatever the baseline comparison says, and a line starting with
+  FORCED_BLESSING records the reason.
+
+  A baseline that could not be scored (`baseline_unreadable`, or metrics that are not finite)
+  is not compared with: the candidate is judged on the absolute thresholds alone, and a line
+  "ok: baseline_unreadable: <why>; ..." says the comparison was not made.
 
   Args:
     metrics: one model's metrics, as the executor computes them: needs
@@ -218,9 +256,13 @@ def decide_blessing(metrics: Mapping[str, Any], baseline_metrics: Optional[Mappi
       metrics["frechet"]["ratio"] (may be None).
     baseline_metrics: the baseline's metrics in the same form, or None (no blessed model yet).
     config: the thresholds.
+    baseline_unreadable: why the baseline given could not be loaded or scored (then
+      baseline_metrics is None), or None.
   """
   psnr, agreement, frechet_ratio = _headline(metrics)
-  checks = [
+  non_finite = non_finite_metrics(metrics)
+  checks = [(False, f"{NON_FINITE}: {', '.join(non_finite)}")] if non_finite else []
+  checks += [
       (_at_least(psnr, config.min_psnr),
        f"psnr {_fmt(psnr)} dB >= min_psnr {config.min_psnr:g} dB"),
       (_at_least(agreement, config.min_class_agreement),
@@ -233,7 +275,14 @@ def decide_blessing(metrics: Mapping[str, Any], baseline_metrics: Optional[Mappi
     checks.append((passed, f"Frechet ratio {_fmt(frechet_ratio)} <= max_frechet_ratio "
                            f"{config.max_frechet_ratio:g}"))
   absolute_ok = all(passed for passed, _ in checks)
-  if baseline_metrics is not None:
+  if baseline_metrics is not None and baseline_unreadable is None:
+    base_non_finite = non_finite_metrics(baseline_metrics)
+    if base_non_finite:
+      baseline_unreadable = f"{NON_FINITE}: {', '.join(base_non_finite)}"
+  if baseline_unreadable is not None:
+    checks.append((True, f"{BASELINE_UNREADABLE}: {baseline_unreadable}; absolute thresholds "
+                         "only, not compared with the baseline"))
+  elif baseline_metrics is not None:
     base_psnr, base_agreement, _ = _headline(baseline_metrics)
     setup = sampling_setup(metrics.get("sampling"))
     base_setup = sampling_setup(baseline_metrics.get("sampling"))

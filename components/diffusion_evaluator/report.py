@@ -24,6 +24,7 @@ def sample_grid(images: np.ndarray, scale: int = 2) -> Image.Image:
   if images.ndim != 4:
     raise ValueError(f"Expected [rows, cols, H, W(, 1)] images, got shape {images.shape}")
   if images.dtype != np.uint8:
+    images = np.nan_to_num(images, nan=0.0)  # a NaN model's samples show as black cells
     images = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
   rows, cols, height, width = images.shape
   cell_h, cell_w = height + _GRID_PADDING, width + _GRID_PADDING
@@ -154,5 +155,7 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
     info = model_uris.get(role)
     if info:
       lines.append(f"- {role}: `{info['uri']}` (id {info['id']})")
+      if info.get("unreadable"):
+        lines.append(f"  - {metrics_lib.BASELINE_UNREADABLE}: {info['unreadable']}; not compared")
   lines.append("")
   return "\n".join(lines)

@@ -7,9 +7,12 @@ The same numbers as the numpy path (evaluation.denoising_metrics), from TFMA:
   2. a wrapper SavedModel whose `serving_default` takes serialized tf.Examples, parses
      `noisy_image`, calls the diffusion model's `denoise` signature at the protocol's sigma and
      returns the denoised images flat [N, 784]; pure TensorFlow ops;
-  3. TFMA (its Beam API on the DirectRunner, in memory) with label_key "image", slices overall and
-     by `label`, and the metrics MSE and RMSE (tf_keras; see tfma_metrics.ImageMeanSquaredError),
-     the mean per-image PSNR (tfma_metrics.PerImagePSNR) and the example count;
+  3. TFMA's Beam pipeline, on the runner of the caller's pipeline (the executor passes the
+     component's beam_pipeline_args; in-memory DirectRunner by default), with label_key "image",
+     slices overall and by `label`, and the metrics MSE and RMSE (tf_keras; see
+     tfma_metrics.ImageMeanSquaredError), the mean per-image PSNR (tfma_metrics.PerImagePSNR) and
+     the example count. The model runs in the Beam workers, so the work scales with the runner;
+     the driver only draws the noise and writes the examples;
   4. the result read back with tfma.load_eval_result.
 
 The wrapper needs nothing to line its batches up with the numpy path's: `denoise` un-clips each
@@ -20,7 +23,7 @@ so an image is denoised the same in any batch TFMA forms.
 import math
 import os
 import tempfile
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from absl import logging
 import apache_beam as beam
@@ -148,9 +151,16 @@ def read_results(output_path: str) -> Dict[str, Any]:
           "per_class": {key: per_class[key] for key in sorted(per_class, key=int)}}
 
 
+def in_memory_pipeline() -> beam.Pipeline:
+  """A Beam pipeline on the in-memory DirectRunner, one worker."""
+  return beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(
+      ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]))
+
+
 def run(diffusion_model: Union[str, Any], clean: np.ndarray, labels: np.ndarray, sigma: float,
         seed: int, batch_size: int, output_path: str,
-        work_dir: Optional[str] = None) -> Dict[str, Any]:
+        work_dir: Optional[str] = None,
+        make_pipeline: Callable[[], beam.Pipeline] = in_memory_pipeline) -> Dict[str, Any]:
   """Runs the protocol through TFMA; returns read_results(output_path) plus output_path.
 
   Args:
@@ -161,11 +171,14 @@ def run(diffusion_model: Union[str, Any], clean: np.ndarray, labels: np.ndarray,
     batch_size: how many examples TFMA reads (and `denoise` takes) at a time.
     output_path: where TFMA writes its results (loadable with tfma.load_eval_result).
     work_dir: where the examples and the wrapper model go (a temporary directory by default,
-      deleted afterwards).
+      deleted afterwards). The Beam workers read them: on a cluster, storage they all reach.
+    make_pipeline: returns the Beam pipeline TFMA runs in (the executor's _make_beam_pipeline,
+      which applies the component's beam_pipeline_args).
   """
   if work_dir is None:
     with tempfile.TemporaryDirectory(prefix="tfma_denoising_") as temp_dir:
-      return run(diffusion_model, clean, labels, sigma, seed, batch_size, output_path, temp_dir)
+      return run(diffusion_model, clean, labels, sigma, seed, batch_size, output_path, temp_dir,
+                 make_pipeline)
   noisy = metrics_lib.add_noise(clean, sigma, seed)
   data_path = os.path.join(work_dir, EXAMPLES_FILE_NAME)
   write_examples(data_path, clean, noisy, labels)
@@ -176,9 +189,7 @@ def run(diffusion_model: Union[str, Any], clean: np.ndarray, labels: np.ndarray,
   tfx_io = tf_example_record.TFExampleRecord(file_pattern=data_path,
                                              raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
   logging.info("DiffusionEvaluator: TFMA denoising on %d images -> %s", len(clean), output_path)
-  options = beam.options.pipeline_options.PipelineOptions(
-      ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
-  with beam.Pipeline(options=options) as pipeline:
+  with make_pipeline() as pipeline:
     _ = (pipeline
          | "ReadExamples" >> tfx_io.BeamSource(batch_size=batch_size)
          | "ExtractEvaluateAndWriteResults" >> tfma.ExtractEvaluateAndWriteResults(
