@@ -11,6 +11,7 @@ from tfx.utils import proto_utils
 from tfx import v1 as tfx
 
 from components.atomic_pusher import executor
+from components.atomic_pusher import filesystem
 from components.atomic_pusher.component import AtomicPusher
 from core import serving_contract
 
@@ -69,11 +70,11 @@ def test_a_blessed_model_appears_as_one_complete_version(tmp_path):
 def test_a_model_not_blessed_leaves_the_serving_dir_untouched(tmp_path):
   serving_dir = str(tmp_path / "serving")
   _push(tmp_path, _model(tmp_path, "m1", b"one"), serving_dir)
-  before = {name: executor.model_digest(os.path.join(serving_dir, name))
+  before = {name: filesystem.model_digest(os.path.join(serving_dir, name))
             for name in _listing(serving_dir)}
   pushed = _push(tmp_path, _model(tmp_path, "m2", b"two"), serving_dir, blessed=False)
   assert pushed.get_int_custom_property("pushed") == 0
-  assert {name: executor.model_digest(os.path.join(serving_dir, name))
+  assert {name: filesystem.model_digest(os.path.join(serving_dir, name))
           for name in _listing(serving_dir)} == before
 
 
@@ -108,7 +109,7 @@ def test_a_push_killed_mid_copy_is_invisible_and_cleaned_by_the_next(tmp_path, m
     os.makedirs(os.path.join(target, "variables"))  # part of the files, then the process dies
     raise KeyboardInterrupt("killed")
 
-  monkeypatch.setattr(executor.shutil, "copytree", copy_then_die)
+  monkeypatch.setattr(filesystem.shutil, "copytree", copy_then_die)
   with pytest.raises(KeyboardInterrupt):
     _push(tmp_path, _model(tmp_path, "m2", b"two"), serving_dir)
   monkeypatch.undo()
@@ -116,7 +117,7 @@ def test_a_push_killed_mid_copy_is_invisible_and_cleaned_by_the_next(tmp_path, m
   assert serving_contract.latest_version_dir(serving_dir) == served
   assert [n for n in _listing(serving_dir) if n.isdigit()] == [os.path.basename(served)]
   _push(tmp_path, _model(tmp_path, "m3", b"three"), serving_dir)
-  assert not [n for n in _listing(serving_dir) if n.startswith(executor.TEMP_PREFIX)]
+  assert not [n for n in _listing(serving_dir) if n.startswith(filesystem.TEMP_PREFIX)]
   assert len(_listing(serving_dir)) == 2
 
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from components.atomic_pusher import executor
+from components.atomic_pusher import filesystem
 from components.mnist_example_gen import idx
 from core import config as config_lib
 from pipeline import retrain
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _serving_digest(serving_dir: str) -> str:
   """Every file under the serving dir, names and bytes: what TF Serving could see."""
-  return executor.model_digest(serving_dir)
+  return filesystem.model_digest(serving_dir)
 
 
 def _add_span(data_root: str, work_dir: str, train_start: int, transform=None) -> None:
