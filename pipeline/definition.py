@@ -5,6 +5,7 @@
   -> Transform (the last window_spans spans) -> Trainer "diffusion_trainer"
                                              + Trainer "classifier_trainer"
   -> DiffusionEvaluator (baseline: latest blessed model) -> Pusher -> <serving_dir>/<version>/
+  -> ServabilityGate (the model loaded and called as TF Serving would) -> Pusher's infra_blessing
 The latest blessed model is also the diffusion Trainer's base model (warm start).
 """
 
@@ -19,7 +20,9 @@ from components.diffusion_evaluator import DiffusionEvaluator
 from components.drift_gate.component import DriftGate
 from components.drift_gate.component import LatestStatisticsPerSpanStrategy
 from components.mnist_example_gen.component import MnistExampleGen
+from components.servability_gate.component import ServabilityGate
 from core.config import PipelineConfig
+from pipeline import metadata
 from pipeline import resolvers
 from pipeline import windows
 from trainer_module import train as train_lib
@@ -34,6 +37,7 @@ CLASSIFIER_TRAINER_ID = "classifier_trainer"
 RESOLVER_ID = "latest_blessed_model_resolver"
 SPAN_STATISTICS_RESOLVER_ID = "span_statistics_resolver"
 PUSHER_ID = "Pusher"
+SERVABILITY_GATE_ID = "ServabilityGate"
 EVAL_EXAMPLE_GEN_ID = "eval_example_gen"
 
 
@@ -60,8 +64,7 @@ def ingestion_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name, pipeline_root=_path(config.pipeline_root),
       components=list(ingestion_nodes(config)), enable_cache=config.enable_cache,
-      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-          _path(config.metadata_sqlite)),
+      metadata_connection_config=metadata.connection_config(config),
       beam_pipeline_args=list(config.beam_pipeline_args))
 
 
@@ -160,9 +163,15 @@ def create_pipeline(config: PipelineConfig,
       classifier_model=classifier_trainer.outputs["model"],
       baseline_model=model_resolver.outputs["model"],
       eval_config=config.eval)
+  # TF Serving's view of the candidate (TFX's InfraValidator without Docker): loaded in a fresh
+  # process, its warm-up and one request per signature replayed; the Pusher's infra_blessing.
+  servability_gate = ServabilityGate(
+      model=diffusion_trainer.outputs["model"],
+      timeout_seconds=config.serving.servability_timeout_s).with_id(SERVABILITY_GATE_ID)
   pusher = AtomicPusher(
       model=diffusion_trainer.outputs["model"],
       model_blessing=evaluator.outputs["blessing"],
+      infra_blessing=servability_gate.outputs["blessing"],
       serving_dir=_path(config.serving_dir),
       keep_versions=config.serving.keep_versions,
   ).with_id(PUSHER_ID)
@@ -173,11 +182,10 @@ def create_pipeline(config: PipelineConfig,
       components=[example_gen, *([eval_example_gen] if eval_example_gen else []),
                   statistics_gen, schema_gen, example_validator, anomaly_gate,
                   *([] if standard_resolvers_only else extended_resolvers), drift_gate,
-                  transform, diffusion_trainer, classifier_trainer, model_resolver, evaluator,
-                  pusher],
+                  transform, diffusion_trainer, classifier_trainer, model_resolver,
+                  servability_gate, evaluator, pusher],
       enable_cache=config.enable_cache,
-      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-          _path(config.metadata_sqlite)),
+      metadata_connection_config=metadata.connection_config(config),
       beam_pipeline_args=list(beam_pipeline_args if beam_pipeline_args is not None
                               else config.beam_pipeline_args),
   )

@@ -16,8 +16,11 @@ Exit codes (EXIT_CODES):
   3  nothing_new   every component came from the cache, or the model is the one already served
   4  not_blessed   a model was trained and evaluated but not blessed; the served version stays
   5  locked        another retrain holds the lock on this pipeline root; nothing ran
+  6  bad_input     the data, the pipeline root or the serving dir cannot be used; nothing ran
   1  failed        the run failed; `error` in the summary says why
-  2                bad command line (argparse)
+  2                bad command line or configuration
+Every outcome but pushed, ingested and nothing_new also prints one line on stderr naming the
+cause (pipeline/cli.py); --verbose adds the traceback.
 """
 
 import json
@@ -26,31 +29,31 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from core import config as config_lib
+from pipeline import cli
 from pipeline import lock
+from pipeline import metadata
+from pipeline import preflight
 from pipeline import run as run_lib
 
-EXIT_CODES = {"pushed": 0, "ingested": 0, "failed": 1, "nothing_new": 3, "not_blessed": 4,
-              "locked": run_lib.LOCKED_EXIT_CODE}
+EXIT_CODES = {"pushed": cli.OK, "ingested": cli.OK, "failed": cli.FAILED,
+              "nothing_new": cli.NOTHING_NEW, "not_blessed": cli.NOT_BLESSED,
+              "locked": cli.LOCKED, "bad_input": cli.BAD_INPUT}
+PROG = "pipeline.retrain"
 
 DIFFUSION_TRAINER_ID = "diffusion_trainer"
 EVALUATOR_ID = "DiffusionEvaluator"
 PUSHER_ID = "Pusher"
+SERVABILITY_GATE_ID = "ServabilityGate"
 EXAMPLE_GEN_ID = "MnistExampleGen"
 TRANSFORM_ID = "Transform"
 
 
 def _store(config: config_lib.PipelineConfig):
-  # pylint: disable=g-import-not-at-top
-  from ml_metadata.metadata_store import metadata_store
-  from ml_metadata.proto import metadata_store_pb2
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = os.path.abspath(config.metadata_sqlite)
-  connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  return metadata_store.MetadataStore(connection)
+  return metadata.open_store(config, readonly=True)
 
 
 def _last_execution_id(config: config_lib.PipelineConfig) -> int:
-  if not os.path.exists(config.metadata_sqlite):
+  if not metadata.store_exists(config):
     return 0
   return max((e.id for e in _store(config).get_executions()), default=0)
 
@@ -119,6 +122,14 @@ def _property(artifact, name: str) -> Any:
   return value.WhichOneof("value") and getattr(value, value.WhichOneof("value"))
 
 
+def _infra_refusal(record: RunRecord) -> Optional[str]:
+  """Why the servability gate refused this run's model, or None."""
+  blessing = record.artifacts(SERVABILITY_GATE_ID, "blessing")
+  if blessing and _property(blessing[0], "blessed") == 0:
+    return _property(blessing[0], "reason") or "see its report"
+  return None
+
+
 def summarize(config: config_lib.PipelineConfig, since_id: int) -> Dict[str, Any]:
   """The summary of the run whose executions came after `since_id`, with its outcome."""
   record = RunRecord(config, since_id)
@@ -158,6 +169,9 @@ def summarize(config: config_lib.PipelineConfig, since_id: int) -> Dict[str, Any
                    pushed_model=_property(pushed[0], "pushed_destination"))
   elif pusher_state == "COMPLETE" and pushed and _property(pushed[0], "push_skipped"):
     summary.update(outcome="nothing_new", reason=_property(pushed[0], "push_skipped"))
+  elif pusher_state == "COMPLETE" and _infra_refusal(record):
+    summary.update(outcome="not_blessed",
+                   reason=f"the servability gate refused the model: {_infra_refusal(record)}")
   elif pusher_state == "COMPLETE":
     summary.update(outcome="not_blessed", reason="the Evaluator did not bless the model; see "
                                                  "its report")
@@ -186,6 +200,7 @@ def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
   """One locked run of the pipeline; returns its summary (`outcome` is a key of EXIT_CODES).
   `ingest_only`: the span is read and its statistics computed, nothing trained."""
   try:
+    preflight.check(config, training=not ingest_only)
     with lock.pipeline_root_lock(config.pipeline_root):
       since_id = _last_execution_id(config)
       try:
@@ -199,11 +214,16 @@ def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
           summary = summarize(config, since_id)
       except Exception as error:  # pylint: disable=broad-except
         # A run that failed before ML Metadata was written has nothing more to say.
-        summary = (summarize(config, since_id) if os.path.exists(config.metadata_sqlite)
-                   else {})
-        summary.update(outcome="failed", error=f"{type(error).__name__}: {error}")
+        try:
+          summary = summarize(config, since_id) if metadata.store_exists(config) else {}
+        except Exception:  # pylint: disable=broad-except  (the store may be what failed)
+          summary = {}
+        if verbose:
+          cli.report(PROG, "the run failed", error, verbose)
+        summary.update(outcome="failed", error=cli.one_line(error))
+  except preflight.InputError as error:
+    summary = {"outcome": "bad_input", "error": f"{error}; nothing ran"}
   except lock.Locked as error:
-    print(f"[retrain] {error}; nothing ran", file=sys.stderr)
     summary = {"outcome": "locked", "error": str(error)}
   summary["profile"] = config.profile
   return summary
@@ -211,7 +231,14 @@ def retrain(config: config_lib.PipelineConfig, runner_name: str = "local",
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  summary = retrain(run_lib.config_from_args(args), args.runner, args.verbose, args.ingest_only)
+  try:
+    config = run_lib.config_from_args(args)
+  except ValueError as error:
+    cli.report(PROG, str(error))
+    return cli.USAGE
+  summary = retrain(config, args.runner, args.verbose, args.ingest_only)
+  if summary["outcome"] in ("failed", "locked", "bad_input"):
+    cli.report(PROG, summary["error"])
   print(json.dumps(summary, default=str), flush=True)
   return EXIT_CODES[summary["outcome"]]
 

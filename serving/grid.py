@@ -36,9 +36,16 @@ def make_grid(images: np.ndarray, row_lengths: Optional[Sequence[int]] = None,
 
 def save_grid(path: str, images: np.ndarray, row_lengths: Optional[Sequence[int]] = None,
               scale: int = 1) -> Image.Image:
-  """Writes `make_grid(...)` to `path` as PNG (creating its directory) and returns the image."""
+  """Writes `make_grid(...)` to `path` as PNG (creating its directory) and returns the image.
+  The file appears whole or not at all: written beside `path` under a temporary name, then renamed."""
   grid_image = make_grid(images, row_lengths, scale)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  grid_image.save(path, format="PNG")
+  partial = os.path.join(directory, f".{os.path.basename(path)}.partial")
+  try:
+    grid_image.save(partial, format="PNG")
+    os.replace(partial, path)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
   return grid_image

@@ -28,7 +28,9 @@ def test_flags_override_the_profile():
   assert config.data.max_train_examples == config_lib.profile("smoke").data.max_train_examples
   assert (config.pipeline_root, config.serving_dir, config.metadata_sqlite) == ("/p", "/s", "/m.sqlite")
   assert not config.enable_cache
-  assert config.beam_pipeline_args == ("--direct_num_workers=2",)
+  # Pass-through args come after the (in-memory) preset's; Beam keeps a flag's last value.
+  assert config.beam_pipeline_args == (
+      config_lib.profile("smoke").beam_pipeline_args + ("--direct_num_workers=2",))
   assert args.runner == "beam"
 
 

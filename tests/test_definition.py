@@ -36,6 +36,19 @@ def test_an_eval_span_gets_its_own_example_gen_for_the_evaluator():
   assert nodes["StatisticsGen"].inputs["examples"].producer_component_id == "MnistExampleGen"
 
 
+def test_the_pusher_takes_the_servability_gates_infra_blessing():
+  smoke = config_lib.profile("smoke")
+  config = dataclasses.replace(
+      smoke, serving=dataclasses.replace(smoke.serving, servability_timeout_s=42))
+  nodes = _nodes(config)
+  gate = nodes[definition.SERVABILITY_GATE_ID]
+  assert gate.inputs["model"].producer_component_id == definition.DIFFUSION_TRAINER_ID
+  assert gate.exec_properties["timeout_seconds"] == 42
+  assert nodes[definition.PUSHER_ID].inputs["infra_blessing"].producer_component_id == gate.id
+  assert nodes[definition.PUSHER_ID].inputs["model_blessing"].producer_component_id == (
+      "DiffusionEvaluator")
+
+
 def test_cold_start_wires_no_base_model():
   smoke = config_lib.profile("smoke")
   config = dataclasses.replace(smoke, train=dataclasses.replace(smoke.train, warm_start=False))

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 UPSTREAM_NODES = ("MnistExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
                   "AnomalyGate", "DriftGate", "Transform", definition.DIFFUSION_TRAINER_ID,
                   definition.CLASSIFIER_TRAINER_ID)
-ALL_NODES = UPSTREAM_NODES + ("DiffusionEvaluator", "Pusher")
+ALL_NODES = UPSTREAM_NODES + ("DiffusionEvaluator", definition.SERVABILITY_GATE_ID, "Pusher")
 
 
 def _node_states(config) -> dict:

@@ -24,7 +24,7 @@ from tfx.utils import proto_utils
 from components.mnist_example_gen import idx
 from core import config
 
-SOURCES = ("idx", "tfds")
+SOURCES = config.SOURCES
 # Input split patterns, relative to input_base, per source. They match the files each split is read
 # from: the driver fingerprints the files matching input_base/pattern, so the cache follows the
 # data.
@@ -140,9 +140,7 @@ def to_example(image: np.ndarray, label: int) -> tf.train.Example:
 def _idx_examples(directory: str, prefix: str,
                   max_examples: Optional[int]) -> Iterator[tf.train.Example]:
   """Reads one split's idx files, checked against SHA256SUMS when present."""
-  images_path, labels_path = idx.find_split_files(directory, prefix)
-  idx.verify_checksums(directory, [os.path.basename(images_path), os.path.basename(labels_path)])
-  images, labels = idx.load_split(directory, prefix, max_examples)
+  images, labels = idx.read_checked_split(directory, prefix, max_examples)
   for image, label in zip(images, labels):
     yield to_example(image, label)
 

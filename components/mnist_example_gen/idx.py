@@ -222,6 +222,23 @@ def load_split(directory: str, split_prefix: str,
   return images, labels
 
 
+def read_checked_split(directory: str, split_prefix: str,
+                       max_examples: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """`load_split`, after checking the split's files against SHA256SUMS when there is one.
+
+  Raises:
+    FileNotFoundError: a file of the split is missing.
+    ValueError: a checksum differs, the files are not MNIST idx (see `load_split`), or the split
+      holds no examples.
+  """
+  images_path, labels_path = find_split_files(directory, split_prefix)
+  verify_checksums(directory, [os.path.basename(images_path), os.path.basename(labels_path)])
+  images, labels = load_split(directory, split_prefix, max_examples)
+  if not len(labels):
+    raise ValueError(f"{images_path}: the {split_prefix} split holds no examples")
+  return images, labels
+
+
 def read_checksums(directory: str) -> Dict[str, str]:
   """Returns {filename: sha256 hex} from `directory`/SHA256SUMS, or {} when there is none."""
   sums_path = os.path.join(directory, CHECKSUMS_FILENAME)
