@@ -343,8 +343,8 @@ _RULES = {
         ("psnr_tolerance_db", _non_negative, ">= 0"),
         ("agreement_tolerance", _non_negative, ">= 0")],
     "DriftConfig": [
-        ("label_max_jensen_shannon", lambda v: _positive(v) and v <= 1, "in (0, 1]"),
-        ("pixel_max_jensen_shannon", lambda v: _positive(v) and v <= 1, "in (0, 1]")],
+        ("label_max_jensen_shannon", lambda v: _non_negative(v) and v <= 1, "in [0, 1]"),
+        ("pixel_max_jensen_shannon", lambda v: _non_negative(v) and v <= 1, "in [0, 1]")],
     "ServingConfig": [("keep_versions", *_WHOLE_1), ("servability_timeout_s", *_WHOLE_1)],
 }
 _SECTIONS = {"DataConfig": "data", "UNetConfig": "unet", "DiffusionConfig": "diffusion",

@@ -118,9 +118,9 @@ def test_a_drifted_span_stops_the_run_and_names_the_feature(scenario):
   assert scenario["after_drifted"] == scenario["after_worse"]
 
 
-def test_a_span_that_does_not_exist_fails_with_its_name(scenario):
+def test_a_span_that_does_not_exist_is_refused_with_its_name(scenario):
   missing = scenario["missing"]
-  assert missing["outcome"] == "failed"
+  assert missing["outcome"] == "bad_input"
   assert "Span 9 not found" in missing["error"]
 
 
