@@ -1,19 +1,16 @@
 """AtomicPusher's executor on temporary artifacts: atomic versions, retention, no duplicate push."""
 
-import json
 import os
 
 import pytest
-from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
-from tfx.types import standard_component_specs
-from tfx.utils import proto_utils
 from tfx import v1 as tfx
 
 from components.atomic_pusher import executor
 from components.atomic_pusher import filesystem
 from components.atomic_pusher.component import AtomicPusher
 from core import serving_contract
+from tests.support import pusher
 
 
 def _model(root, name, payload):
@@ -29,28 +26,10 @@ def _model(root, name, payload):
   return model
 
 
-def _blessing(root, name, blessed=True):
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = str(root / name)
-  fileio.makedirs(blessing.uri)
-  blessing.set_int_custom_property("blessed", int(blessed))
-  return blessing
-
-
 def _push(root, model, serving_dir, blessed=True, keep_versions=3):
-  pushed = standard_artifacts.PushedModel()
-  pushed.uri = str(root / f"pushed_{model.uri.rsplit('/', 1)[-1]}_{len(os.listdir(root))}")
-  destination = tfx.proto.PushDestination(
-      filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir))
-  executor.Executor().Do(
-      {standard_component_specs.MODEL_KEY: [model],
-       standard_component_specs.MODEL_BLESSING_KEY: [_blessing(root, f"b{len(os.listdir(root))}",
-                                                               blessed)]},
-      {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
-      {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination),
-       standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps(
-           {executor.KEEP_VERSIONS_KEY: keep_versions})})
-  return pushed
+  count = len(os.listdir(root))
+  return pusher.push(model, pusher.model_blessing(str(root / f"b{count}"), blessed), serving_dir,
+                     str(root / f"pushed_{model.uri.rsplit('/', 1)[-1]}_{count}"), keep_versions)
 
 
 def _listing(serving_dir):

@@ -13,13 +13,12 @@ from tfx.components.util import model_utils
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
-from tfx.utils import proto_utils
 from tfx import v1 as tfx
 
-from components.atomic_pusher import executor as pusher_executor
 from components.servability_gate import executor
 from components.servability_gate.component import ServabilityGate
 from core import serving_contract
+from tests.support import pusher
 
 TIMEOUT_S = 300
 
@@ -141,27 +140,12 @@ def test_a_timeout_is_not_blessed_and_says_which_limit(tmp_path, smoke_export_di
 
 def _push(root, model, infra_blessed, serving_dir):
   """AtomicPusher's Do() with an Evaluator blessing and an InfraBlessing of the given verdict."""
-  model_blessing = standard_artifacts.ModelBlessing()
-  model_blessing.uri = str(root / "model_blessing")
-  fileio.makedirs(model_blessing.uri)
-  model_blessing.set_int_custom_property("blessed", 1)
   infra_blessing = standard_artifacts.InfraBlessing()
   infra_blessing.uri = str(root / f"infra_blessing_{infra_blessed}")
   fileio.makedirs(infra_blessing.uri)
   infra_blessing.set_int_custom_property(executor.BLESSED_PROPERTY, int(infra_blessed))
-  pushed = standard_artifacts.PushedModel()
-  pushed.uri = str(root / f"pushed_{infra_blessed}")
-  destination = tfx.proto.PushDestination(
-      filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir))
-  pusher_executor.Executor().Do(
-      {standard_component_specs.MODEL_KEY: [model],
-       standard_component_specs.MODEL_BLESSING_KEY: [model_blessing],
-       standard_component_specs.INFRA_BLESSING_KEY: [infra_blessing]},
-      {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
-      {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination),
-       standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps(
-           {pusher_executor.KEEP_VERSIONS_KEY: 3})})
-  return pushed
+  return pusher.push(model, pusher.model_blessing(str(root / "model_blessing")), serving_dir,
+                     str(root / f"pushed_{infra_blessed}"), infra_blessing=infra_blessing)
 
 
 def test_the_atomic_pusher_pushes_only_with_an_infra_blessing(tmp_path):

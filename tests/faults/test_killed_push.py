@@ -3,7 +3,6 @@ view (the highest-numbered version) is always a complete model, and the next pus
 job and removes what the interrupted one left."""
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -11,15 +10,11 @@ import subprocess
 import sys
 
 import pytest
-from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
-from tfx.types import standard_component_specs
-from tfx.utils import proto_utils
-from tfx import v1 as tfx
 
-from components.atomic_pusher import executor
 from components.atomic_pusher import filesystem
 from core import serving_contract
+from tests.support import pusher
 
 # A child process pushes with hooks that print where it is and then wait there to be killed.
 _CHILD = r"""
@@ -76,22 +71,9 @@ def push(root: str, model_dir: str, serving_dir: str, keep_versions: int = 3):
   """AtomicPusher's executor on artifacts under `root`, for a blessed model at `model_dir`."""
   model = standard_artifacts.Model()
   model.uri = model_dir
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = os.path.join(root, f"blessing-{os.path.basename(model_dir)}")
-  fileio.makedirs(blessing.uri)
-  blessing.set_int_custom_property("blessed", 1)
-  pushed = standard_artifacts.PushedModel()
-  pushed.uri = os.path.join(root, f"pushed-{os.path.basename(model_dir)}")
-  destination = tfx.proto.PushDestination(
-      filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir))
-  executor.Executor().Do(
-      {standard_component_specs.MODEL_KEY: [model],
-       standard_component_specs.MODEL_BLESSING_KEY: [blessing]},
-      {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
-      {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination),
-       standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps(
-           {executor.KEEP_VERSIONS_KEY: keep_versions})})
-  return pushed
+  name = os.path.basename(model_dir)
+  return pusher.push(model, pusher.model_blessing(os.path.join(root, f"blessing-{name}")),
+                     serving_dir, os.path.join(root, f"pushed-{name}"), keep_versions)
 
 
 def served_digest(serving_dir: str) -> str:

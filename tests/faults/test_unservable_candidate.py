@@ -5,22 +5,17 @@ AtomicPusher then pushes nothing: the serving dir, holding a good version, is by
 unchanged. The renamed signature is one the Evaluator cannot see: TF2's loader still finds it."""
 
 import hashlib
-import json
 import os
 import shutil
 
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
-from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
-from tfx.types import standard_component_specs
-from tfx.utils import proto_utils
-from tfx import v1 as tfx
 
-from components.atomic_pusher import executor as pusher_executor
 from components.servability_gate import executor as gate_executor
 from core import serving_contract
+from tests.support import pusher
 
 
 def _delete_variables_data(saved_model_dir):
@@ -78,10 +73,7 @@ def test_an_unservable_candidate_blessed_by_its_metrics_is_not_pushed(
     loaded = tf.saved_model.load(os.path.join(model.uri, "Format-Serving"))
     assert {serving_contract.SERVING_SIGNATURE, serving_contract.DENOISE_SIGNATURE} <= set(
         loaded.signatures)
-  model_blessing = standard_artifacts.ModelBlessing()  # the Evaluator's metrics passed
-  model_blessing.uri = str(tmp_path / "model_blessing")
-  fileio.makedirs(model_blessing.uri)
-  model_blessing.set_int_custom_property("blessed", 1)
+  model_blessing = pusher.model_blessing(str(tmp_path / "model_blessing"))  # metrics passed
 
   infra_blessing = standard_artifacts.InfraBlessing()
   infra_blessing.uri = str(tmp_path / "infra_blessing")
@@ -93,18 +85,8 @@ def test_an_unservable_candidate_blessed_by_its_metrics_is_not_pushed(
   assert os.path.exists(os.path.join(infra_blessing.uri, gate_executor.NOT_BLESSED_FILE))
   assert named_in_reason in reason
 
-  pushed = standard_artifacts.PushedModel()
-  pushed.uri = str(tmp_path / "pushed")
-  destination = tfx.proto.PushDestination(
-      filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir))
-  pusher_executor.Executor().Do(
-      {standard_component_specs.MODEL_KEY: [model],
-       standard_component_specs.MODEL_BLESSING_KEY: [model_blessing],
-       standard_component_specs.INFRA_BLESSING_KEY: [infra_blessing]},
-      {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
-      {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination),
-       standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps(
-           {pusher_executor.KEEP_VERSIONS_KEY: 3})})
+  pushed = pusher.push(model, model_blessing, serving_dir, str(tmp_path / "pushed"),
+                       infra_blessing=infra_blessing)
 
   assert pushed.get_int_custom_property("pushed") == 0
   assert not os.path.exists(pushed.uri) or not os.listdir(pushed.uri)
