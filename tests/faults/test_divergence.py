@@ -78,9 +78,11 @@ def test_the_classifier_guard_raises_at_the_first_non_finite_batch_loss():
   guard = classifier.RaiseOnNonFiniteLoss()
   guard.on_train_batch_end(0, {"loss": 2.3})
   guard.on_train_batch_end(1, {"loss": np.float32(1.9)})
-  with pytest.raises(train.NonFiniteLossError, match="classifier loss became inf at step 3"):
+  # The class the guard raises, as its module sees it (an in-process pipeline run may re-import
+  # trainer_module.train, making a second class of the same name).
+  with pytest.raises(classifier.NonFiniteLossError, match="classifier loss became inf at step 3"):
     guard.on_train_batch_end(2, {"loss": np.float32("inf")})
-  with pytest.raises(train.NonFiniteLossError, match="classifier loss became nan at step 8"):
+  with pytest.raises(classifier.NonFiniteLossError, match="classifier loss became nan at step 8"):
     guard.on_train_batch_end(7, {"loss": float("nan")})
 
 
