@@ -1,7 +1,6 @@
 """Runs the DiffusionEvaluator's executor on fake models and a tiny Examples artifact."""
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -12,6 +11,7 @@ from tfx.types import standard_artifacts
 
 from components.diffusion_evaluator import DiffusionEvaluator
 from components.diffusion_evaluator import executor
+from tests.support import evaluator
 from tests.support import fake_models
 from core.config import EvalConfig
 from core.config import SamplerConfig
@@ -45,27 +45,7 @@ def fakes(tmp_path_factory):
 
 
 def _run(tmp_path, fakes, candidate, config=_CONFIG, baseline=None, beam_pipeline_args=None):
-  evaluation = standard_artifacts.ModelEvaluation()
-  evaluation.uri = str(tmp_path / "evaluation")
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = str(tmp_path / "blessing")
-  input_dict = {
-      executor.EXAMPLES_KEY: [fakes["examples"]],
-      executor.MODEL_KEY: [candidate],
-      executor.CLASSIFIER_MODEL_KEY: [fakes["classifier"]],
-  }
-  if baseline is not None:
-    input_dict[executor.BASELINE_MODEL_KEY] = [baseline]
-  output_dict = {executor.EVALUATION_KEY: [evaluation], executor.BLESSING_KEY: [blessing]}
-  context = None
-  if beam_pipeline_args is not None:
-    context = executor.Executor.Context(beam_pipeline_args=beam_pipeline_args,
-                                        tmp_dir=str(tmp_path / "tmp"))
-  executor.Executor(context).Do(input_dict, output_dict,
-                                {executor.EVAL_CONFIG_KEY: config.to_json()})
-  with open(os.path.join(evaluation.uri, executor.METRICS_FILE_NAME)) as f:
-    results = json.load(f)
-  return results, evaluation, blessing
+  return evaluator.run_executor(tmp_path, fakes, candidate, config, baseline, beam_pipeline_args)
 
 
 def _blessed(blessing):

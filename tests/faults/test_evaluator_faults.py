@@ -7,7 +7,6 @@ blessing (`baseline_unreadable`), and the candidate is judged on the absolute th
 """
 
 import dataclasses
-import json
 import os
 import shutil
 
@@ -19,6 +18,7 @@ from tfx.utils import path_utils
 
 from components.diffusion_evaluator import executor
 from core.config import EvalConfig
+from tests.support import evaluator
 from tests.support import fake_models
 from tests.support import tiny_models
 from trainer_module import export
@@ -59,21 +59,8 @@ def fakes(tmp_path_factory):
 
 
 def _run(tmp_path, fakes, candidate, baseline=None, config=_CONFIG):
-  evaluation = standard_artifacts.ModelEvaluation()
-  evaluation.uri = str(tmp_path / "evaluation")
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = str(tmp_path / "blessing")
-  input_dict = {
-      executor.EXAMPLES_KEY: [fakes["examples"]],
-      executor.MODEL_KEY: [candidate],
-      executor.CLASSIFIER_MODEL_KEY: [fakes["classifier"]],
-  }
-  if baseline is not None:
-    input_dict[executor.BASELINE_MODEL_KEY] = [baseline]
-  output_dict = {executor.EVALUATION_KEY: [evaluation], executor.BLESSING_KEY: [blessing]}
-  executor.Executor().Do(input_dict, output_dict, {executor.EVAL_CONFIG_KEY: config.to_json()})
-  with open(os.path.join(evaluation.uri, executor.METRICS_FILE_NAME)) as f:
-    results = json.load(f)
+  results, evaluation, blessing = evaluator.run_executor(tmp_path, fakes, candidate, config,
+                                                         baseline)
   with open(os.path.join(evaluation.uri, executor.REPORT_FILE_NAME)) as f:
     markdown = f.read()
   return results, markdown, blessing
